@@ -1,0 +1,316 @@
+//! Writable send buffers handed out by [`Transport::alloc`](crate::Transport::alloc).
+//!
+//! A [`TxBuf`] is either ordinary heap memory or a *lease* on memory that a backend owns (a slot
+//! in a shared-memory segment, for instance). Sending a leased buffer through the transport that
+//! leased it moves the lease without copying a byte; dropping an unsent buffer gives the memory
+//! back to its owner.
+//!
+//! This module holds the only `unsafe` code of the crate: a lease is a raw pointer and length that
+//! the backend vouches for when it creates it.
+
+use bytes::{Bytes, BytesMut};
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// The owner of leased buffer memory: a backend's pool.
+///
+/// A backend implements this to be told when a leased buffer is dropped without being sent.
+pub trait LeaseOwner: Send + Sync + 'static {
+    /// Gives back the memory identified by `token`; called once, when a [`TxBuf`] created by
+    /// [`TxBuf::from_lease`] is dropped without being reclaimed by [`TxBuf::take_lease`].
+    fn release(&self, token: u64);
+}
+
+/// A lease taken back from a [`TxBuf`] by the backend that created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseParts {
+    /// The backend's token given to [`TxBuf::from_lease`].
+    pub token: u64,
+    /// Number of bytes the user kept (after any [`TxBuf::truncate`]).
+    pub len: usize,
+}
+
+struct Lease {
+    ptr: NonNull<u8>,
+    len: usize,
+    cap: usize,
+    token: u64,
+    owner: Option<Arc<dyn LeaseOwner>>,
+}
+
+// SAFETY: the creator of a lease promises (see `TxBuf::from_lease`) that the memory is exclusively
+// ours until released and may be written from any thread; the owner is `Send + Sync`.
+unsafe impl Send for Lease {}
+// SAFETY: shared access only hands out `&[u8]`, which is fine from many threads for the same reason.
+unsafe impl Sync for Lease {}
+
+impl Lease {
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `from_lease` guarantees `ptr` is valid for reads and writes of `cap >= len`
+        // bytes and is not accessed by anyone else until the lease is released or taken.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            owner.release(self.token);
+        }
+    }
+}
+
+enum Repr {
+    Heap(BytesMut),
+    Lease(Lease),
+}
+
+/// A writable buffer to fill and then send, obtained from
+/// [`Transport::alloc`](crate::Transport::alloc) (or built from heap memory with
+/// [`TxBuf::heap`]).
+///
+/// It dereferences to `[u8]` of exactly the length asked for; [`TxBuf::truncate`] shortens it.
+/// Put it in a [`Frame`](crate::Frame) to send it: on the transport that allocated it, this moves
+/// the memory without a copy.
+pub struct TxBuf {
+    repr: Repr,
+}
+
+impl TxBuf {
+    /// A zero-filled heap buffer of `len` bytes. Sending it never copies on in-process backends
+    /// and copies once on backends with their own memory.
+    pub fn heap(len: usize) -> TxBuf {
+        TxBuf {
+            repr: Repr::Heap(BytesMut::zeroed(len)),
+        }
+    }
+
+    /// Wraps memory owned by a backend.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `cap` bytes, must be properly initialised
+    /// (any byte values), and nothing else may access those bytes until `owner.release(token)`
+    /// is called or the backend takes the lease back with [`TxBuf::take_lease`]. The memory must
+    /// stay mapped at least that long. `len <= cap`.
+    pub unsafe fn from_lease(
+        ptr: NonNull<u8>,
+        len: usize,
+        cap: usize,
+        token: u64,
+        owner: Arc<dyn LeaseOwner>,
+    ) -> TxBuf {
+        assert!(len <= cap, "lease length {len} exceeds its capacity {cap}");
+        TxBuf {
+            repr: Repr::Lease(Lease {
+                ptr,
+                len,
+                cap,
+                token,
+                owner: Some(owner),
+            }),
+        }
+    }
+
+    /// Number of bytes the buffer holds.
+    pub fn len(&self) -> usize {
+        match &self.repr {
+            Repr::Heap(b) => b.len(),
+            Repr::Lease(l) => l.len,
+        }
+    }
+
+    /// True when the buffer holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Largest length this buffer can hold (what `alloc` reserved).
+    pub fn capacity(&self) -> usize {
+        match &self.repr {
+            Repr::Heap(b) => b.capacity(),
+            Repr::Lease(l) => l.cap,
+        }
+    }
+
+    /// Shortens the buffer to `len` bytes; does nothing if it is already shorter.
+    pub fn truncate(&mut self, len: usize) {
+        match &mut self.repr {
+            Repr::Heap(b) => b.truncate(len),
+            Repr::Lease(l) => l.len = l.len.min(len),
+        }
+    }
+
+    /// Sets the length to `len` bytes, up to [`capacity`](Self::capacity). Bytes between the
+    /// old and new length keep whatever the memory held (zero on the heap).
+    ///
+    /// Returns the length actually set.
+    pub fn set_len(&mut self, len: usize) -> usize {
+        match &mut self.repr {
+            Repr::Heap(b) => {
+                let len = len.min(b.capacity());
+                b.resize(len, 0);
+                len
+            }
+            Repr::Lease(l) => {
+                l.len = len.min(l.cap);
+                l.len
+            }
+        }
+    }
+
+    /// True when this buffer is a lease from `owner`.
+    pub fn is_leased_from(&self, owner: &Arc<dyn LeaseOwner>) -> bool {
+        match &self.repr {
+            Repr::Lease(Lease { owner: Some(o), .. }) => {
+                std::ptr::addr_eq(Arc::as_ptr(o), Arc::as_ptr(owner))
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes the lease back if `owner` created it: the backend then owns the memory again and
+    /// nothing is released on drop. Otherwise the buffer is handed back unchanged.
+    pub fn take_lease(mut self, owner: &Arc<dyn LeaseOwner>) -> Result<LeaseParts, TxBuf> {
+        if !self.is_leased_from(owner) {
+            return Err(self);
+        }
+        match &mut self.repr {
+            Repr::Lease(l) => {
+                l.owner = None;
+                Ok(LeaseParts {
+                    token: l.token,
+                    len: l.len,
+                })
+            }
+            Repr::Heap(_) => Err(self),
+        }
+    }
+
+    /// Turns the buffer into `Bytes`: free for heap buffers, one copy for leased ones (the lease
+    /// is released).
+    pub fn into_bytes(self) -> Bytes {
+        match self.repr {
+            Repr::Heap(b) => b.freeze(),
+            Repr::Lease(l) => Bytes::copy_from_slice(l.as_slice()),
+        }
+    }
+
+    /// True when the buffer is plain heap memory.
+    pub fn is_heap(&self) -> bool {
+        matches!(self.repr, Repr::Heap(_))
+    }
+}
+
+impl std::ops::Deref for TxBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.repr {
+            Repr::Heap(b) => b,
+            Repr::Lease(l) => l.as_slice(),
+        }
+    }
+}
+
+impl std::ops::DerefMut for TxBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.repr {
+            Repr::Heap(b) => b,
+            Repr::Lease(l) => l.as_mut_slice(),
+        }
+    }
+}
+
+impl fmt::Debug for TxBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxBuf")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .field("leased", &!self.is_heap())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Owner {
+        released: Mutex<Vec<u64>>,
+    }
+    impl LeaseOwner for Owner {
+        fn release(&self, token: u64) {
+            self.released.lock().unwrap().push(token);
+        }
+    }
+
+    fn leased(mem: &mut [u8], token: u64, owner: &Arc<Owner>) -> TxBuf {
+        let o: Arc<dyn LeaseOwner> = owner.clone();
+        // SAFETY: `mem` outlives the buffer in every test below and is not touched meanwhile.
+        unsafe {
+            TxBuf::from_lease(
+                NonNull::new(mem.as_mut_ptr()).unwrap(),
+                4,
+                mem.len(),
+                token,
+                o,
+            )
+        }
+    }
+
+    #[test]
+    fn dropping_an_unsent_lease_releases_it_once() {
+        let owner = Arc::new(Owner::default());
+        let mut mem = [0u8; 16];
+        {
+            let mut b = leased(&mut mem, 7, &owner);
+            b.copy_from_slice(b"abcd");
+            assert_eq!(&*b, b"abcd");
+        }
+        assert_eq!(*owner.released.lock().unwrap(), vec![7]);
+        assert_eq!(&mem[..4], b"abcd");
+    }
+
+    #[test]
+    fn take_lease_only_by_its_owner_and_then_no_release() {
+        let owner = Arc::new(Owner::default());
+        let other: Arc<dyn LeaseOwner> = Arc::new(Owner::default());
+        let mine: Arc<dyn LeaseOwner> = owner.clone();
+        let mut mem = [0u8; 16];
+        let mut b = leased(&mut mem, 9, &owner);
+        assert_eq!(b.set_len(100), 16);
+        b.truncate(10);
+        let b = b
+            .take_lease(&other)
+            .expect_err("a stranger cannot take the lease");
+        let parts = b.take_lease(&mine).expect("the owner takes it back");
+        assert_eq!(parts, LeaseParts { token: 9, len: 10 });
+        assert!(owner.released.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn heap_buffers_freeze_and_resize() {
+        let mut b = TxBuf::heap(8);
+        assert_eq!(&*b, &[0u8; 8]);
+        b[0] = 5;
+        b.truncate(3);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.into_bytes().as_ref(), &[5, 0, 0]);
+    }
+
+    #[test]
+    fn leased_into_bytes_copies_and_releases() {
+        let owner = Arc::new(Owner::default());
+        let mut mem = *b"wxyz____________";
+        let b = leased(&mut mem, 3, &owner);
+        assert_eq!(b.into_bytes().as_ref(), b"wxyz");
+        assert_eq!(*owner.released.lock().unwrap(), vec![3]);
+    }
+}

@@ -1,0 +1,95 @@
+//! The object-safe form of [`Transport`], for code that picks a backend at run time.
+
+use crate::{Frame, Result, Stats, Transport, TrySendError, TxBuf};
+
+/// Object-safe twin of [`Transport`] with boxed futures. Every `Transport` implements it
+/// (blanket impl), and [`BoxTransport`] implements `Transport` again, so generic service code
+/// accepts a boxed transport unchanged.
+///
+/// The methods carry a `dyn_` prefix so that they never clash with [`Transport`]'s in method
+/// resolution; call them through `BoxTransport`'s `Transport` impl.
+#[async_trait::async_trait]
+pub trait DynTransport: Send + Sync {
+    /// See [`Transport::send`].
+    async fn dyn_send(&self, frame: Frame) -> Result<()>;
+    /// See [`Transport::try_send`].
+    fn dyn_try_send(&self, frame: Frame) -> Result<(), TrySendError>;
+    /// See [`Transport::recv`].
+    async fn dyn_recv(&self) -> Result<Frame>;
+    /// See [`Transport::try_recv`].
+    fn dyn_try_recv(&self) -> Result<Option<Frame>>;
+    /// See [`Transport::alloc`].
+    async fn dyn_alloc(&self, len: usize) -> Result<TxBuf>;
+    /// See [`Transport::close`].
+    fn dyn_close(&self);
+    /// See [`Transport::max_payload`].
+    fn dyn_max_payload(&self) -> usize;
+    /// See [`Transport::stats`].
+    fn dyn_stats(&self) -> Stats;
+    /// See [`Transport::backend`].
+    fn dyn_backend(&self) -> &'static str;
+}
+
+#[async_trait::async_trait]
+impl<T: Transport> DynTransport for T {
+    async fn dyn_send(&self, frame: Frame) -> Result<()> {
+        self.send(frame).await
+    }
+    fn dyn_try_send(&self, frame: Frame) -> Result<(), TrySendError> {
+        self.try_send(frame)
+    }
+    async fn dyn_recv(&self) -> Result<Frame> {
+        self.recv().await
+    }
+    fn dyn_try_recv(&self) -> Result<Option<Frame>> {
+        self.try_recv()
+    }
+    async fn dyn_alloc(&self, len: usize) -> Result<TxBuf> {
+        self.alloc(len).await
+    }
+    fn dyn_close(&self) {
+        self.close()
+    }
+    fn dyn_max_payload(&self) -> usize {
+        self.max_payload()
+    }
+    fn dyn_stats(&self) -> Stats {
+        self.stats()
+    }
+    fn dyn_backend(&self) -> &'static str {
+        self.backend()
+    }
+}
+
+/// A transport whose backend was chosen at run time.
+pub type BoxTransport = Box<dyn DynTransport>;
+
+impl Transport for Box<dyn DynTransport> {
+    fn send(&self, frame: Frame) -> impl Future<Output = Result<()>> + Send {
+        (**self).dyn_send(frame)
+    }
+    fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
+        (**self).dyn_try_send(frame)
+    }
+    fn recv(&self) -> impl Future<Output = Result<Frame>> + Send {
+        (**self).dyn_recv()
+    }
+    fn try_recv(&self) -> Result<Option<Frame>> {
+        (**self).dyn_try_recv()
+    }
+    fn alloc(&self, len: usize) -> impl Future<Output = Result<TxBuf>> + Send {
+        (**self).dyn_alloc(len)
+    }
+    fn close(&self) {
+        (**self).dyn_close()
+    }
+    fn max_payload(&self) -> usize {
+        (**self).dyn_max_payload()
+    }
+    fn stats(&self) -> Stats {
+        (**self).dyn_stats()
+    }
+    fn backend(&self) -> &'static str {
+        (**self).dyn_backend()
+    }
+}

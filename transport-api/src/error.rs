@@ -1,0 +1,109 @@
+//! Typed errors returned by every transport.
+
+use crate::frame::Frame;
+
+/// Why a transport operation failed.
+///
+/// Every variant carries the values that explain it. Nothing a peer does (or writes into shared
+/// memory) makes a transport panic; it surfaces as one of these variants instead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The session was closed, by this side (`close()` or drop) or gracefully by the peer after
+    /// all of its frames were delivered.
+    #[error("the transport is closed")]
+    Closed,
+    /// The peer process or task went away without closing (for example it was killed). Frames it
+    /// had fully published before dying were delivered first.
+    #[error("the peer died; frames it fully sent before dying were delivered")]
+    PeerDied,
+    /// The payload is larger than this transport accepts. Nothing was sent or consumed.
+    #[error("payload of {len} bytes exceeds this transport's maximum of {max} bytes")]
+    PayloadTooLarge {
+        /// Length of the refused payload.
+        len: usize,
+        /// The largest payload this transport accepts (`max_payload()`).
+        max: usize,
+    },
+    /// The peer broke the protocol (or corrupted shared memory). The session is closed; this
+    /// side keeps running.
+    #[error("the peer broke the protocol, session closed: {detail}")]
+    Corrupt {
+        /// What was found, with the offending values.
+        detail: String,
+    },
+    /// An operating-system call failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration given to a factory or constructor is invalid.
+    #[error("invalid transport configuration: {0}")]
+    Config(String),
+    /// A typed message could not be encoded.
+    #[error("failed to encode a `{ty}`: {source}")]
+    Encode {
+        /// The Rust type being encoded.
+        ty: &'static str,
+        /// The codec's error.
+        source: postcard::Error,
+    },
+    /// A received payload could not be decoded as the requested type.
+    #[error("failed to decode a `{ty}` from a {len}-byte payload: {source}")]
+    Decode {
+        /// The Rust type requested.
+        ty: &'static str,
+        /// Length of the payload that failed to decode.
+        len: usize,
+        /// The codec's error.
+        source: postcard::Error,
+    },
+    /// The operation is not supported by this backend.
+    #[error("not supported by the `{backend}` backend: {what}")]
+    Unsupported {
+        /// Backend name.
+        backend: &'static str,
+        /// What was asked for.
+        what: String,
+    },
+}
+
+impl TransportError {
+    /// Shorthand for a [`TransportError::Corrupt`] with a formatted detail.
+    pub fn corrupt(detail: impl Into<String>) -> Self {
+        TransportError::Corrupt {
+            detail: detail.into(),
+        }
+    }
+
+    /// True for the two errors that end a session normally or by death (`Closed`, `PeerDied`).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Closed | TransportError::PeerDied | TransportError::Corrupt { .. }
+        )
+    }
+}
+
+/// Why [`Transport::try_send`](crate::Transport::try_send) did not send.
+#[derive(Debug, thiserror::Error)]
+pub enum TrySendError {
+    /// There is no room right now (queue or buffer memory full). The frame is handed back
+    /// untouched so the caller can retry or wait.
+    #[error("the transport is full; the frame was handed back")]
+    Full(Frame),
+    /// The send failed for a reason that waiting will not fix.
+    #[error(transparent)]
+    Failed(#[from] TransportError),
+}
+
+impl TrySendError {
+    /// The frame, if it was handed back (`Full`).
+    pub fn into_frame(self) -> Option<Frame> {
+        match self {
+            TrySendError::Full(f) => Some(f),
+            TrySendError::Failed(_) => None,
+        }
+    }
+}
+
+/// Shorthand result type.
+pub type Result<T, E = TransportError> = std::result::Result<T, E>;
