@@ -1,0 +1,1 @@
+//! Shared-memory transport backend (work in progress).
