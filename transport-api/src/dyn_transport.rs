@@ -64,20 +64,24 @@ impl<T: Transport> DynTransport for T {
 /// A transport whose backend was chosen at run time.
 pub type BoxTransport = Box<dyn DynTransport>;
 
-impl Transport for Box<dyn DynTransport> {
-    fn send(&self, frame: Frame) -> impl Future<Output = Result<()>> + Send {
+/// A boxed future, as returned by the object-safe methods.
+type BoxFut<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[allow(refining_impl_trait)]
+impl<'t> Transport for Box<dyn DynTransport + 't> {
+    fn send(&self, frame: Frame) -> BoxFut<'_, Result<()>> {
         (**self).dyn_send(frame)
     }
     fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
         (**self).dyn_try_send(frame)
     }
-    fn recv(&self) -> impl Future<Output = Result<Frame>> + Send {
+    fn recv(&self) -> BoxFut<'_, Result<Frame>> {
         (**self).dyn_recv()
     }
     fn try_recv(&self) -> Result<Option<Frame>> {
         (**self).dyn_try_recv()
     }
-    fn alloc(&self, len: usize) -> impl Future<Output = Result<TxBuf>> + Send {
+    fn alloc(&self, len: usize) -> BoxFut<'_, Result<TxBuf>> {
         (**self).dyn_alloc(len)
     }
     fn close(&self) {

@@ -1,0 +1,137 @@
+//! Helpers shared by the scenarios: a seeded RNG, payload patterns, polling waits, runtimes.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A scenario's verdict: `Err` carries the explanation.
+pub type Check = std::result::Result<(), String>;
+
+/// Fails the scenario with a formatted message unless `cond` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// A small deterministic RNG (xorshift64*), so failures can be replayed from the printed seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (0 is replaced by a fixed constant).
+    pub fn new(seed: u64) -> Rng {
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    /// A seed from the environment variable `CONFORMANCE_SEED`, or from the clock.
+    pub fn seed_from_env() -> u64 {
+        std::env::var("CONFORMANCE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            })
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Fills `buf` with a pattern derived from `seed`, so content errors are detected.
+pub fn fill_pattern(buf: &mut [u8], seed: u64) {
+    let mut r = Rng::new(seed.wrapping_add(0x1234_5678));
+    for chunk in buf.chunks_mut(8) {
+        let v = r.next_u64().to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// A payload of `len` bytes with [`fill_pattern`].
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0; len];
+    fill_pattern(&mut v, seed);
+    v
+}
+
+/// Checks that `buf` holds the pattern for `seed`; the error names the first differing byte.
+pub fn check_pattern(buf: &[u8], seed: u64) -> Result<(), String> {
+    let want = pattern(buf.len(), seed);
+    match buf.iter().zip(&want).position(|(a, b)| a != b) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "payload of {} bytes (seed {seed}) differs at byte {i}: got {:#04x}, want {:#04x}",
+            buf.len(),
+            buf[i],
+            want[i]
+        )),
+    }
+}
+
+/// Waits until `cond` holds, yielding to the runtime between checks (no sleeps); fails after
+/// `limit` with `what` in the message.
+pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Check {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > limit {
+            return Err(format!("timed out after {limit:?} waiting until {what}"));
+        }
+        tokio::task::yield_now().await;
+    }
+    Ok(())
+}
+
+/// Runs `fut` on a fresh multi-threaded runtime with `workers` threads, failing after `limit`.
+/// A watchdog thread aborts the process if even the runtime is wedged 30 s past the limit, so
+/// a broken backend can never hang the test run.
+pub fn run_scenario<F>(name: &str, workers: usize, limit: Duration, fut: F) -> Check
+where
+    F: Future<Output = Check> + Send,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot build a runtime: {e}"))?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog_name = name.to_string();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            done_rx.recv_timeout(limit + Duration::from_secs(30))
+        {
+            eprintln!("conformance watchdog: scenario `{watchdog_name}` is wedged; aborting");
+            std::process::abort();
+        }
+    });
+    let result = rt.block_on(async {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("scenario did not finish within {limit:?}")),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    let _ = done_tx.send(());
+    let _ = watchdog.join();
+    result
+}
