@@ -295,15 +295,22 @@ fn died(e: &TransportError, what: &str) -> Check {
 
 async fn kill_after_send<B: Backend>(b: Arc<B>) -> Check {
     let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::SendThenHold).await?;
+    // Receive concurrently (the peer may need room to finish sending), kill it once every
+    // one of its sends has returned Ok, and check that all of them arrive before PeerDied.
+    let t = Arc::new(t);
+    let receiver = {
+        let t = t.clone();
+        tokio::spawn(async move { drain_numbered(&*t, 0).await })
+    };
     peer.expect_line("sent").await?;
     peer.kill().await?;
-    let (n, e) = drain_numbered(&t, 0).await?;
+    let (n, e) = receiver.await.map_err(|e| e.to_string())??;
     ensure!(
         n == HELD_FRAMES,
         "{n} frames delivered, the dead peer had sent {HELD_FRAMES}"
     );
     died(&e, "after draining a killed peer")?;
-    settle_idle_one(&t).await
+    settle_idle_one(&*t).await
 }
 
 async fn kill_mid_stream<B: Backend>(b: Arc<B>) -> Check {

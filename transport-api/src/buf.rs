@@ -174,6 +174,14 @@ impl TxBuf {
         }
     }
 
+    /// The lease token, if `owner` created this buffer (the buffer keeps its lease).
+    pub fn lease_token(&self, owner: &Arc<dyn LeaseOwner>) -> Option<u64> {
+        match &self.repr {
+            Repr::Lease(l) if self.is_leased_from(owner) => Some(l.token),
+            _ => None,
+        }
+    }
+
     /// Takes the lease back if `owner` created it: the backend then owns the memory again and
     /// nothing is released on drop. Otherwise the buffer is handed back unchanged.
     pub fn take_lease(mut self, owner: &Arc<dyn LeaseOwner>) -> Result<LeaseParts, TxBuf> {

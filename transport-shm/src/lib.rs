@@ -1,1 +1,51 @@
-//! Shared-memory transport backend (work in progress).
+//! Shared-memory transport backend: the I/O-free core and the OS layer.
+//!
+//! Layers (see `ARCHITECTURE.md`, "Shared-memory backend"):
+//!
+//! * **Core, no I/O** — [`layout`] (geometry, header, offsets, validated once), [`ring`] (SPSC
+//!   rings over atomic views, parking handshake), [`descriptor`] (64-byte ring entries, checked
+//!   decoding), [`pool`] (the sender-private slot allocator and the receiver's held set). These
+//!   are written over [`AtomicU64`](std::sync::atomic::AtomicU64) slices and are model-checked
+//!   with loom (`--cfg loom`).
+//! * **OS** — [`os`] (memfd, mmap, eventfd, pidfd, `SCM_RIGHTS`), [`mapping`] (the only `unsafe`
+//!   code: checked atomic and byte views of the mapping) and [`segment`] (a mapped segment with
+//!   its local layout, ring and slot accessors).
+//!
+//! Trust model: the peer may write any byte of the segment at any time. Every control word is
+//! accessed through atomics only, every value read from shared memory is validated before use,
+//! and a violation surfaces as a typed error, never as a panic or an out-of-bounds access.
+
+pub mod descriptor;
+pub mod layout;
+#[cfg(not(loom))]
+mod listener;
+#[cfg(not(loom))]
+pub mod mapping;
+#[cfg(not(loom))]
+pub mod os;
+pub mod pool;
+pub mod ring;
+#[cfg(not(loom))]
+pub mod segment;
+#[cfg(not(loom))]
+mod session;
+mod sync;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+pub use descriptor::{DescPayload, Descriptor, DescriptorError, INLINE_MAX, SlotRef};
+pub use layout::{Direction, Geometry, Layout, LayoutError, Side, SlotClass};
+#[cfg(not(loom))]
+pub use listener::{ShmConfig, ShmFactory, ShmListener, connect, connect_with, pair};
+#[cfg(not(loom))]
+pub use os::OsError;
+pub use pool::{HeldSet, Occupancy, PoolError, SenderPool, SlotState};
+pub use ring::{Consumer, Producer, PushError, RingError};
+#[cfg(not(loom))]
+pub use segment::{Segment, SegmentError, SideState};
+#[cfg(not(loom))]
+pub use session::ShmTransport;
+
+#[cfg(all(feature = "conformance", not(loom)))]
+pub mod conformance;

@@ -1,0 +1,147 @@
+//! Running a [`Transport`] backend as a row: the parent side ([`TransportSession`], built by
+//! [`parent`] for a peer process or by [`inproc::start`](super::inproc::start) for a peer
+//! thread) and the child side ([`child`]).
+//!
+//! A cross-process backend needs exactly two calls, both in [`rows`](super::rows):
+//! - parent: `cross::parent(place, "name", |path| async move { /* bind at path, accept one */ })`
+//! - child: `cross::child(args, |path| async move { /* connect to path */ })`
+
+use super::cli::ChildArgs;
+use super::generic::{self, StreamOutcome};
+use super::procs::{ChildProc, PlaceCtx, RendezvousDir, retry};
+use super::proto::{Budget, MAX_SIZE, Pattern};
+use super::rows::Session;
+use super::{BenchError, BenchResult};
+use std::fmt::Display;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use transport_api::Transport;
+
+/// How long connecting through a rendezvous may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A current-thread tokio runtime with I/O and timers.
+pub fn runtime() -> BenchResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::new(format!("cannot build a tokio runtime: {e}")))
+}
+
+/// Where the peer of a [`TransportSession`] runs.
+pub enum Peer {
+    /// Another process, with the directory holding its rendezvous path.
+    Process(ChildProc, RendezvousDir),
+    /// A thread of this process running [`generic::serve`].
+    Thread(JoinHandle<BenchResult<()>>),
+}
+
+/// The parent side of a `Transport` row: the transport, a runtime to drive it, and the peer.
+pub struct TransportSession<T: Transport> {
+    t: T,
+    rt: tokio::runtime::Runtime,
+    pattern: Pattern,
+    peer: Option<Peer>,
+    wakes: Option<f64>,
+}
+
+impl<T: Transport> TransportSession<T> {
+    /// A session over `t` (driven by `rt`) whose peer runs [`generic::serve`].
+    pub fn new(t: T, rt: tokio::runtime::Runtime, peer: Peer) -> Self {
+        TransportSession {
+            t,
+            rt,
+            pattern: Pattern::new(MAX_SIZE),
+            peer: Some(peer),
+            wakes: None,
+        }
+    }
+
+    /// Runs `f` on the runtime and records the wake system calls per frame sent meanwhile.
+    fn measured<R>(&mut self, f: impl AsyncFnOnce(&T, &Pattern) -> R) -> R {
+        let before = self.t.stats();
+        let r = self.rt.block_on(f(&self.t, &self.pattern));
+        let after = self.t.stats();
+        let frames = after.frames_sent.saturating_sub(before.frames_sent);
+        let wakes = after.wake_syscalls.saturating_sub(before.wake_syscalls);
+        self.wakes = (frames > 0).then(|| wakes as f64 / frames as f64);
+        r
+    }
+}
+
+impl<T: Transport> Session for TransportSession<T> {
+    fn rtt(&mut self, size: usize, budget: &Budget) -> BenchResult<Vec<u64>> {
+        self.measured(async |t, p| generic::rtt(t, size, budget, p).await)
+    }
+
+    fn stream(&mut self, size: usize, budget: &Budget) -> BenchResult<StreamOutcome> {
+        self.measured(async |t, p| generic::stream_send(t, size, budget, p).await)
+    }
+
+    fn wakes_per_frame(&self) -> Option<f64> {
+        self.wakes
+    }
+
+    fn finish(&mut self) -> BenchResult<()> {
+        self.rt.block_on(generic::quit(&self.t))?;
+        match self.peer.take() {
+            Some(Peer::Process(child, _dir)) => child.wait(Duration::from_secs(10)),
+            Some(Peer::Thread(h)) => h
+                .join()
+                .map_err(|_| BenchError::new("the peer thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parent side of a cross-process `Transport` row named `name`: creates a private directory,
+/// starts this binary as `--child name --rendezvous PATH`, and awaits `accept(PATH)` (which
+/// binds a listener at `PATH` and accepts one peer) for up to [`CONNECT_TIMEOUT`]. The child
+/// side is [`child`], which connects to the same path with retries (so the order of bind and
+/// connect does not matter).
+pub fn parent<T, E, F, Fut>(
+    place: &PlaceCtx,
+    name: &str,
+    accept: F,
+) -> BenchResult<TransportSession<T>>
+where
+    T: Transport,
+    E: Display,
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let rt = runtime()?;
+    let dir = RendezvousDir::new(name)?;
+    let path = dir.join("rendezvous");
+    let child = ChildProc::spawn(place, name, &[], Some(&path))?;
+    let t = rt
+        .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, accept(path)).await })
+        .map_err(|_| {
+            BenchError::new(format!(
+                "no `{name}` peer connected within {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| BenchError::new(format!("`{name}` accept failed: {e}")))?;
+    Ok(TransportSession::new(t, rt, Peer::Process(child, dir)))
+}
+
+/// Child side of a cross-process `Transport` row: connects with `connect(PATH)` (retried until
+/// [`CONNECT_TIMEOUT`]) and serves the parent ([`generic::serve`]) until it says quit.
+pub fn child<T, E, F, Fut>(args: &ChildArgs, mut connect: F) -> BenchResult<()>
+where
+    T: Transport,
+    E: Display,
+    F: FnMut(PathBuf) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let path = args
+        .rendezvous
+        .clone()
+        .ok_or_else(|| BenchError::new("missing --rendezvous"))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let t = retry(CONNECT_TIMEOUT, || connect(path.clone())).await?;
+        generic::serve(&t).await
+    })
+}

@@ -1,0 +1,109 @@
+//! The `transport-bench` benchmark: round-trip latency and one-way throughput of every backend
+//! and of baselines written here, between two processes where the backend allows.
+//!
+//! Layout:
+//! - [`cli`]: command-line options (parent) and the hidden `--child` arguments (peer process);
+//! - [`proto`]: payload pattern, sequence stamps, checksums, time budgets, protocol flags;
+//! - [`generic`]: the benchmark written once over [`transport_api::Transport`] (parent side
+//!   [`generic::rtt`] / [`generic::stream_send`], peer side [`generic::echo`] /
+//!   [`generic::stream_recv`] / [`generic::serve`]);
+//! - [`cross`]: runs a `Transport` backend between two processes through a rendezvous path;
+//! - [`inproc`]: runs a `Transport` backend between two pinned threads of one process;
+//! - [`unix`], [`eventfd`], [`spin`]: the baselines (raw tokio `UnixStream`, blocking eventfd
+//!   ping-pong, shared-memory spin ping-pong and SPSC ring);
+//! - [`unix_transport`]: a bench-only `Transport` over a Unix socket (the `unix-t` row), which
+//!   exercises the generic cross-process path;
+//! - [`procs`]: child processes, watchdog, CPU pinning;
+//! - [`shmem`]: the only `unsafe` code (shared mapping and inherited descriptors);
+//! - [`report`]: percentiles, records, ratios, the table and the JSON output;
+//! - [`rows`]: the list of rows; **add a backend there**.
+
+pub mod cli;
+pub mod cross;
+pub mod eventfd;
+pub mod generic;
+pub mod inproc;
+pub mod procs;
+pub mod proto;
+pub mod report;
+pub mod rows;
+pub mod shmem;
+pub mod spin;
+pub mod unix;
+pub mod unix_transport;
+
+use std::fmt;
+
+/// Why a benchmark step failed: a message meant for the user.
+#[derive(Debug)]
+pub struct BenchError(pub String);
+
+impl BenchError {
+    /// An error with the given message.
+    pub fn new(msg: impl Into<String>) -> BenchError {
+        BenchError(msg.into())
+    }
+
+    /// Prefixes the message with some context.
+    pub fn context(self, ctx: impl fmt::Display) -> BenchError {
+        BenchError(format!("{ctx}: {}", self.0))
+    }
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+impl From<std::io::Error> for BenchError {
+    fn from(e: std::io::Error) -> Self {
+        BenchError(format!("I/O error: {e}"))
+    }
+}
+
+impl From<rustix::io::Errno> for BenchError {
+    fn from(e: rustix::io::Errno) -> Self {
+        BenchError(format!("system call failed: {e}"))
+    }
+}
+
+impl From<transport_api::TransportError> for BenchError {
+    fn from(e: transport_api::TransportError) -> Self {
+        BenchError(format!("transport error: {e}"))
+    }
+}
+
+/// Result of a benchmark step.
+pub type BenchResult<T> = Result<T, BenchError>;
+
+/// Entry point of the binary: parses `args` (without the program name), runs the benchmark or
+/// the child role, and returns the process exit code (0 success, 1 failure, 2 bad usage).
+pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
+    match cli::parse(args) {
+        Ok(cli::Command::Help) => {
+            println!("{}", cli::USAGE);
+            0
+        }
+        Ok(cli::Command::Run(opts)) => match rows::run_parent(&opts) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("transport-bench: error: {e}");
+                1
+            }
+        },
+        Ok(cli::Command::Child(args)) => match rows::run_child(&args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("transport-bench child `{}`: error: {e}", args.backend);
+                1
+            }
+        },
+        Err(msg) => {
+            eprintln!("transport-bench: {msg}\n\n{}", cli::USAGE);
+            2
+        }
+    }
+}

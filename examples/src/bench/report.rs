@@ -1,0 +1,362 @@
+//! Results: percentiles, records, ratios against the baselines, the table and the JSON output.
+
+use super::proto::size_label;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// What a record measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Round-trip latency, ping-pong.
+    Rtt,
+    /// One-way throughput.
+    Stream,
+}
+
+impl Mode {
+    /// `"rtt"` or `"stream"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Rtt => "rtt",
+            Mode::Stream => "stream",
+        }
+    }
+}
+
+/// One measured cell: a backend, a mode and a payload size. Fields that do not apply to the
+/// mode are `None` (`null` in JSON): latencies for streams, rates for round trips.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Record {
+    /// Row name (`spin`, `unix`, `mem`, …).
+    pub backend: String,
+    /// `rtt` or `stream`.
+    pub mode: Mode,
+    /// Payload size in bytes.
+    pub size: u64,
+    /// Median round-trip time, ns.
+    pub p50_ns: Option<u64>,
+    /// 99th-percentile round-trip time, ns.
+    pub p99_ns: Option<u64>,
+    /// Messages per second (stream).
+    pub msgs_per_s: Option<f64>,
+    /// Payload gigabytes (10^9 bytes) per second (stream).
+    pub gbps: Option<f64>,
+    /// `split` or `same` (or `unpinned` when pinning failed).
+    pub placement: String,
+    /// `Transport` rows: wake system calls per frame the parent sent (table only, not JSON).
+    #[serde(skip)]
+    pub wakes_per_frame: Option<f64>,
+}
+
+impl Record {
+    /// A round-trip record from raw samples (ns), which are sorted in place.
+    pub fn rtt(backend: &str, size: usize, samples: &mut [u64], placement: &str) -> Record {
+        samples.sort_unstable();
+        Record {
+            backend: backend.to_string(),
+            mode: Mode::Rtt,
+            size: size as u64,
+            p50_ns: percentile(samples, 50.0),
+            p99_ns: percentile(samples, 99.0),
+            msgs_per_s: None,
+            gbps: None,
+            placement: placement.to_string(),
+            wakes_per_frame: None,
+        }
+    }
+
+    /// A stream record: `msgs` messages of `size` bytes in `elapsed`.
+    pub fn stream(
+        backend: &str,
+        size: usize,
+        msgs: u64,
+        elapsed: Duration,
+        placement: &str,
+    ) -> Record {
+        let (rate, gbps) = rates(msgs, size, elapsed);
+        Record {
+            backend: backend.to_string(),
+            mode: Mode::Stream,
+            size: size as u64,
+            p50_ns: None,
+            p99_ns: None,
+            msgs_per_s: rate,
+            gbps,
+            placement: placement.to_string(),
+            wakes_per_frame: None,
+        }
+    }
+}
+
+/// Nearest-rank percentile `p` (0 < p <= 100) of `sorted` (ascending): the smallest sample
+/// such that at least `p` % of the samples are at or below it. `None` when empty.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() || !(p > 0.0 && p <= 100.0) {
+        return None;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// Messages per second and payload GB/s (10^9 bytes) of `msgs` messages of `size` bytes in
+/// `elapsed`; `None` when no time elapsed.
+pub fn rates(msgs: u64, size: usize, elapsed: Duration) -> (Option<f64>, Option<f64>) {
+    let s = elapsed.as_secs_f64();
+    if s <= 0.0 {
+        return (None, None);
+    }
+    let rate = msgs as f64 / s;
+    (Some(rate), Some(rate * size as f64 / 1e9))
+}
+
+/// `a / b` when both exist and `b` is not zero.
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// The ratios shown next to a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Ratios {
+    /// rtt p50 / the `spin` row's rtt p50 at the same size.
+    pub p50_vs_spin: Option<f64>,
+    /// rtt p50 / the `unix` row's rtt p50 at the same size.
+    pub p50_vs_unix: Option<f64>,
+    /// stream msgs/s / the `unix` row's stream msgs/s at the same size.
+    pub rate_vs_unix: Option<f64>,
+}
+
+fn find<'a>(records: &'a [Record], backend: &str, mode: Mode, size: u64) -> Option<&'a Record> {
+    records
+        .iter()
+        .find(|r| r.backend == backend && r.mode == mode && r.size == size)
+}
+
+/// Ratios of `r` against the `spin` and `unix` records of the same mode and size in `all`.
+pub fn ratios(r: &Record, all: &[Record]) -> Ratios {
+    let p50 = |x: &Record| x.p50_ns.map(|v| v as f64);
+    match r.mode {
+        Mode::Rtt => Ratios {
+            p50_vs_spin: ratio(p50(r), find(all, "spin", Mode::Rtt, r.size).and_then(p50)),
+            p50_vs_unix: ratio(p50(r), find(all, "unix", Mode::Rtt, r.size).and_then(p50)),
+            rate_vs_unix: None,
+        },
+        Mode::Stream => Ratios {
+            rate_vs_unix: ratio(
+                r.msgs_per_s,
+                find(all, "unix", Mode::Stream, r.size).and_then(|x| x.msgs_per_s),
+            ),
+            ..Ratios::default()
+        },
+    }
+}
+
+/// `850 ns`, `12.3 µs`, `4.56 ms` (nanoseconds below 10 µs, milliseconds from 1 ms).
+pub fn fmt_ns(ns: u64) -> String {
+    if ns < 10_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    } else {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    }
+}
+
+/// `950`, `12.3k`, `4.56M`.
+pub fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2}M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    match r {
+        Some(r) if r >= 100.0 => format!("{r:.0}x"),
+        Some(r) if r >= 10.0 => format!("{r:.1}x"),
+        Some(r) if r >= 0.01 => format!("{r:.2}x"),
+        Some(r) => format!("{r:.4}x"),
+        None => "-".into(),
+    }
+}
+
+/// The results table, one line per record, with ratios against the baselines.
+pub fn table(records: &[Record], placement_note: &str) -> String {
+    let header = [
+        "backend",
+        "mode",
+        "size",
+        "p50",
+        "p99",
+        "msgs/s",
+        "GB/s",
+        "p50/spin",
+        "p50/unix",
+        "rate/unix",
+        "wakes/tx",
+    ];
+    let mut rows: Vec<[String; 11]> = Vec::new();
+    for r in records {
+        let q = ratios(r, records);
+        rows.push([
+            r.backend.clone(),
+            r.mode.name().to_string(),
+            size_label(r.size as usize),
+            r.p50_ns.map_or("-".into(), fmt_ns),
+            r.p99_ns.map_or("-".into(), fmt_ns),
+            r.msgs_per_s.map_or("-".into(), fmt_rate),
+            r.gbps.map_or("-".into(), |g| format!("{g:.2}")),
+            fmt_ratio(q.p50_vs_spin),
+            fmt_ratio(q.p50_vs_unix),
+            fmt_ratio(q.rate_vs_unix),
+            r.wakes_per_frame.map_or("-".into(), |w| format!("{w:.2}")),
+        ]);
+    }
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = format!("placement: {placement_note}\n");
+    let mut line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            let pad = w - c.chars().count();
+            if i < 3 {
+                let _ = write!(l, "{c}{}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(l, "{}{c}  ", " ".repeat(pad));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header.map(String::from));
+    for row in &rows {
+        line(row);
+    }
+    out.push_str(
+        "p50/spin, p50/unix: rtt p50 divided by that baseline's rtt p50 at the same size; \
+         rate/unix: stream msgs/s divided by unix's; wakes/tx: wake system calls per frame sent \
+         by the parent side (Transport rows).\n",
+    );
+    out
+}
+
+/// The records as a pretty-printed JSON array.
+pub fn to_json(records: &[Record]) -> String {
+    serde_json::to_string_pretty(records)
+        .unwrap_or_else(|e| format!("\"serialisation failed: {e}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50));
+        assert_eq!(percentile(&v, 99.0), Some(99));
+        assert_eq!(percentile(&v, 100.0), Some(100));
+        assert_eq!(percentile(&[7], 50.0), Some(7));
+        assert_eq!(percentile(&[7], 99.0), Some(7));
+        assert_eq!(percentile(&[1, 2], 50.0), Some(1));
+        assert_eq!(percentile(&[1, 2], 99.0), Some(2));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&v, 0.0), None);
+        let mut s = vec![30, 10, 20];
+        let r = Record::rtt("x", 8, &mut s, "split");
+        assert_eq!((r.p50_ns, r.p99_ns), (Some(20), Some(30)));
+    }
+
+    #[test]
+    fn rates_and_ratios() {
+        let (rate, gbps) = rates(2_000_000, 1000, Duration::from_secs(2));
+        assert_eq!(rate, Some(1e6));
+        assert_eq!(gbps, Some(1.0));
+        assert_eq!(rates(5, 8, Duration::ZERO), (None, None));
+        assert_eq!(ratio(Some(3.0), Some(2.0)), Some(1.5));
+        assert_eq!(ratio(Some(3.0), Some(0.0)), None);
+        assert_eq!(ratio(None, Some(2.0)), None);
+
+        let mk = |b: &str, p50| {
+            let mut s = vec![p50];
+            Record::rtt(b, 64, &mut s, "split")
+        };
+        let all = vec![
+            mk("spin", 100),
+            mk("unix", 4000),
+            mk("mem", 400),
+            Record::stream("unix", 64, 1000, Duration::from_secs(1), "split"),
+            Record::stream("mem", 64, 5000, Duration::from_secs(1), "split"),
+        ];
+        let q = ratios(&all[2], &all);
+        assert_eq!(q.p50_vs_spin, Some(4.0));
+        assert_eq!(q.p50_vs_unix, Some(0.1));
+        assert_eq!(q.rate_vs_unix, None);
+        let q = ratios(&all[4], &all);
+        assert_eq!(q.rate_vs_unix, Some(5.0));
+        assert_eq!(q.p50_vs_spin, None);
+        // No baseline at another size.
+        let mut s = vec![5];
+        let other = Record::rtt("mem", 8, &mut s, "split");
+        assert_eq!(ratios(&other, &all), Ratios::default());
+        let t = table(&all, "split");
+        assert!(t.contains("p50/spin"));
+        assert!(t.contains("4.00x"));
+    }
+
+    #[test]
+    fn json_record_shape() {
+        let mut s = vec![100, 200];
+        let recs = vec![
+            Record::rtt("spin", 8, &mut s, "split"),
+            Record::stream("unix", 1024, 10, Duration::from_secs(1), "same"),
+        ];
+        let v: serde_json::Value = serde_json::from_str(&to_json(&recs)).expect("valid JSON");
+        let arr = v.as_array().expect("an array");
+        assert_eq!(arr.len(), 2);
+        let mut keys: Vec<&str> = arr[0]
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "backend",
+                "gbps",
+                "mode",
+                "msgs_per_s",
+                "p50_ns",
+                "p99_ns",
+                "placement",
+                "size"
+            ]
+        );
+        assert_eq!(arr[0]["backend"], "spin");
+        assert_eq!(arr[0]["mode"], "rtt");
+        assert_eq!(arr[0]["size"], 8);
+        assert_eq!(arr[0]["p50_ns"], 100);
+        assert_eq!(arr[0]["p99_ns"], 200);
+        assert!(arr[0]["msgs_per_s"].is_null());
+        assert!(arr[0]["gbps"].is_null());
+        assert_eq!(arr[0]["placement"], "split");
+        assert_eq!(arr[1]["mode"], "stream");
+        assert!(arr[1]["p50_ns"].is_null());
+        assert_eq!(arr[1]["msgs_per_s"], 10.0);
+        assert_eq!(arr[1]["gbps"], 10.0 * 1024.0 / 1e9);
+        assert_eq!(arr[1]["placement"], "same");
+    }
+}

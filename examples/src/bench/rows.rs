@@ -1,0 +1,331 @@
+//! The rows of the table and the driver that measures them.
+//!
+//! # Adding a backend
+//! A `Transport` backend between two processes is one [`Row`] entry in [`ROWS`]:
+//! ```text
+//! Row {
+//!     name: "shm",
+//!     about: "transport-shm between two processes",
+//!     rtt_sizes: &SIZES,
+//!     stream_sizes: &SIZES,
+//!     start: |p| Ok(Box::new(cross::parent(p, "shm", |path| async move {
+//!         /* bind a listener at `path`, accept one peer, return the Transport */
+//!     })?)),
+//!     child: Some(|a| cross::child(a, |path| async move { /* connect to `path` */ })),
+//! },
+//! ```
+//! An in-process backend uses [`inproc::start`] with both ends and `child: None` (see `mem`).
+//! Rows named `spin` and `unix` are the baselines the ratios divide by.
+
+use super::cli::{ChildArgs, Options, Placement};
+use super::generic::StreamOutcome;
+use super::procs::{self, PlaceCtx};
+use super::proto::{Budget, SIZES, size_label};
+use super::report::{self, Record};
+use super::unix_transport::UnixFramed;
+use super::{BenchError, BenchResult, cross, eventfd, inproc, spin, unix};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// The parent side of a row, started by [`Row::start`]: measures one cell at a time.
+pub trait Session {
+    /// Round-trip times (ns) of `size`-byte payloads, warm-up excluded.
+    fn rtt(&mut self, size: usize, budget: &Budget) -> BenchResult<Vec<u64>>;
+    /// One-way throughput of `size`-byte payloads, every byte read and checked by the peer.
+    fn stream(&mut self, size: usize, budget: &Budget) -> BenchResult<StreamOutcome>;
+    /// Tells the peer to stop and waits for it (with a timeout).
+    fn finish(&mut self) -> BenchResult<()>;
+    /// For `Transport` rows: wake system calls per frame sent by the parent side during the
+    /// last measurement ([`Stats::wake_syscalls`](transport_api::Stats::wake_syscalls)).
+    fn wakes_per_frame(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// Starts the parent side of a row (and its peer).
+pub type StartFn = fn(&PlaceCtx) -> BenchResult<Box<dyn Session>>;
+/// Runs the peer side of a row in the child process.
+pub type ChildFn = fn(&ChildArgs) -> BenchResult<()>;
+
+/// One backend or baseline.
+pub struct Row {
+    /// Name in the table, in JSON, in `--only` and in `--child`.
+    pub name: &'static str,
+    /// One line of description.
+    pub about: &'static str,
+    /// Sizes measured in rtt mode.
+    pub rtt_sizes: &'static [usize],
+    /// Sizes measured in stream mode.
+    pub stream_sizes: &'static [usize],
+    /// Parent side.
+    pub start: StartFn,
+    /// Peer side when the peer is a process (`None` for in-process rows).
+    pub child: Option<ChildFn>,
+}
+
+/// Every row, in the order they run and appear.
+pub const ROWS: &[Row] = &[
+    Row {
+        name: "spin",
+        about: "shared-memory spin ping-pong / SPSC ring, two processes (lower bound)",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        start: |p| Ok(Box::new(spin::SpinSession::start(p)?)),
+        child: Some(spin::child),
+    },
+    Row {
+        name: "eventfd",
+        about: "blocking eventfd ping-pong, two processes (one kernel wake each way)",
+        rtt_sizes: &[8],
+        stream_sizes: &[],
+        start: |p| Ok(Box::new(eventfd::EventfdSession::start(p)?)),
+        child: Some(eventfd::child),
+    },
+    Row {
+        name: "unix",
+        about: "tokio UnixStream, length-prefixed frames, two processes",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        start: |p| Ok(Box::new(unix::UnixSession::start(p)?)),
+        child: Some(unix::child),
+    },
+    Row {
+        name: "unix-t",
+        about: "the Transport trait over a Unix socket (bench-only adapter), two processes",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        start: |p| {
+            Ok(Box::new(cross::parent(p, "unix-t", |path| async move {
+                UnixFramed::accept_one(&path).await
+            })?))
+        },
+        child: Some(|a| cross::child(a, |path| async move { UnixFramed::connect(&path).await })),
+    },
+    Row {
+        name: "mem",
+        about: "transport-mem, two pinned threads of one process",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        start: |p| {
+            let (a, b) = transport_mem::pair(transport_mem::MemConfig::default());
+            Ok(Box::new(inproc::start(p, "mem", a, b)?))
+        },
+        child: None,
+    },
+    // ── SHM ROW GOES HERE ────────────────────────────────────────────────────────────────
+    // When transport-shm's session API lands (add `transport-shm = { workspace = true }` to
+    // examples/Cargo.toml), uncomment and replace the two placeholder calls
+    // (`Listener::bind` + `accept`, `connect`) by its real rendezvous API. Nothing else changes:
+    // `cross::parent` spawns the peer, `cross::child` connects it, and the generic
+    // rtt/stream/echo code in `generic.rs` does the rest.
+    //
+    // Row {
+    //     name: "shm",
+    //     about: "transport-shm, two processes through a rendezvous path",
+    //     rtt_sizes: &SIZES,
+    //     stream_sizes: &SIZES,
+    //     start: |p| {
+    //         Ok(Box::new(cross::parent(p, "shm", |path| async move {
+    //             let listener = transport_shm::Listener::bind(&path, Default::default())?;
+    //             listener.accept().await
+    //         })?))
+    //     },
+    //     child: Some(|a| {
+    //         cross::child(a, |path| async move { transport_shm::connect(&path).await })
+    //     }),
+    // },
+    // ─────────────────────────────────────────────────────────────────────────────────────
+];
+
+/// True when `name` is a row.
+pub fn is_known(name: &str) -> bool {
+    ROWS.iter().any(|r| r.name == name)
+}
+
+/// Names of all rows.
+pub fn known_names() -> Vec<&'static str> {
+    ROWS.iter().map(|r| r.name).collect()
+}
+
+/// Child process entry: prelude (parent-death signal, pinning), then the row's peer.
+pub fn run_child(args: &ChildArgs) -> BenchResult<()> {
+    procs::child_prelude(args)?;
+    let row = ROWS
+        .iter()
+        .find(|r| r.name == args.backend)
+        .ok_or_else(|| BenchError::new("unknown row"))?;
+    let child = row
+        .child
+        .ok_or_else(|| BenchError::new("this row has no peer process"))?;
+    child(args)
+}
+
+/// Decides and applies the placement: pins the calling (main) thread to the parent CPU.
+fn place(placement: Placement) -> PlaceCtx {
+    let (pc, cc) = placement.cpus();
+    let allowed = rustix::thread::sched_getaffinity(None);
+    let missing = [pc, cc]
+        .into_iter()
+        .find(|&c| allowed.as_ref().is_ok_and(|s| !s.is_set(c)));
+    let result = match missing {
+        Some(c) => Err(format!("CPU {c} is not available to this process")),
+        None => procs::pin_current_thread(pc).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => PlaceCtx {
+            label: placement.name().to_string(),
+            parent_cpu: Some(pc),
+            child_cpu: Some(cc),
+            same_cpu: pc == cc,
+        },
+        Err(e) => {
+            eprintln!(
+                "transport-bench: warning: cannot apply placement `{}` ({e}); running unpinned",
+                placement.name()
+            );
+            PlaceCtx {
+                label: "unpinned".into(),
+                parent_cpu: None,
+                child_cpu: None,
+                same_cpu: false,
+            }
+        }
+    }
+}
+
+struct Progress {
+    tty: bool,
+    total: usize,
+    done: usize,
+}
+
+impl Progress {
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        let line = format!("[{:>3}/{}] {what}", self.done, self.total);
+        let mut e = std::io::stderr().lock();
+        let _ = if self.tty {
+            write!(e, "\r\x1b[2K{line}")
+        } else {
+            writeln!(e, "{line}")
+        };
+        let _ = e.flush();
+    }
+
+    fn clear(&self) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    fn note(&self, msg: &str) {
+        self.clear();
+        eprintln!("{msg}");
+    }
+}
+
+/// Measures every cell of one row, appending records. Returns the first error.
+fn run_row(
+    row: &Row,
+    place: &PlaceCtx,
+    quick: bool,
+    progress: &mut Progress,
+    records: &mut Vec<Record>,
+) -> BenchResult<()> {
+    progress.step(&format!("{}: starting the peer", row.name));
+    let mut session = {
+        let _w = procs::arm(format!("starting {}", row.name), Duration::from_secs(30));
+        (row.start)(place)?
+    };
+    for &size in row.rtt_sizes {
+        progress.step(&format!("{} rtt {}", row.name, size_label(size)));
+        let budget = Budget::rtt(quick, size);
+        let _w = procs::arm(
+            format!("{} rtt {}", row.name, size_label(size)),
+            budget.limit(),
+        );
+        let mut samples = session
+            .rtt(size, &budget)
+            .map_err(|e| e.context(format!("{} rtt {}", row.name, size_label(size))))?;
+        let mut rec = Record::rtt(row.name, size, &mut samples, &place.label);
+        rec.wakes_per_frame = session.wakes_per_frame();
+        records.push(rec);
+    }
+    for &size in row.stream_sizes {
+        progress.step(&format!("{} stream {}", row.name, size_label(size)));
+        let budget = Budget::stream(quick, size);
+        let _w = procs::arm(
+            format!("{} stream {}", row.name, size_label(size)),
+            budget.limit(),
+        );
+        let out = session
+            .stream(size, &budget)
+            .map_err(|e| e.context(format!("{} stream {}", row.name, size_label(size))))?;
+        let mut rec = Record::stream(row.name, size, out.msgs, out.elapsed, &place.label);
+        rec.wakes_per_frame = session.wakes_per_frame();
+        records.push(rec);
+    }
+    let _w = procs::arm(format!("stopping {}", row.name), Duration::from_secs(20));
+    session
+        .finish()
+        .map_err(|e| e.context(format!("stopping {}", row.name)))
+}
+
+/// Parent entry: runs the selected rows, prints the table, writes JSON if asked. Fails (after
+/// printing what was measured) if any row failed.
+pub fn run_parent(opts: &Options) -> BenchResult<()> {
+    procs::start_watchdog();
+    let place = place(opts.placement);
+    let rows: Vec<&Row> = ROWS
+        .iter()
+        .filter(|r| {
+            opts.only
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|n| n == r.name))
+        })
+        .collect();
+    let mut progress = Progress {
+        tty: std::io::stderr().is_terminal(),
+        total: rows
+            .iter()
+            .map(|r| 1 + r.rtt_sizes.len() + r.stream_sizes.len())
+            .sum(),
+        done: 0,
+    };
+    let started = Instant::now();
+    let mut records = Vec::new();
+    let mut failed = Vec::new();
+    for row in rows {
+        if let Err(e) = run_row(row, &place, opts.quick, &mut progress, &mut records) {
+            progress.note(&format!(
+                "transport-bench: error: row `{}` failed: {e}",
+                row.name
+            ));
+            failed.push(row.name);
+        }
+    }
+    progress.clear();
+    let note = match (place.parent_cpu, place.child_cpu) {
+        (Some(p), Some(c)) => format!("{} (parent CPU {p}, peer CPU {c})", place.label),
+        _ => place.label.clone(),
+    };
+    let note = format!(
+        "{note}; {} run in {:.1} s",
+        if opts.quick { "quick" } else { "full" },
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", report::table(&records, &note));
+    if let Some(path) = &opts.json {
+        std::fs::write(path, report::to_json(&records) + "\n")
+            .map_err(|e| BenchError::new(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("wrote {} records to {}", records.len(), path.display());
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(BenchError::new(format!(
+            "rows failed: {}",
+            failed.join(", ")
+        )))
+    }
+}

@@ -1,0 +1,232 @@
+//! Baseline `unix`: a tokio `UnixStream` between two processes carrying length-prefixed frames,
+//! written directly (no `Transport` in between): one `write` per frame, a 64 KiB `BufReader`
+//! on the receiving side.
+//!
+//! Wire format: `len: u32 LE`, `flags: u32 LE`, `msg_id: u64 LE`, then `len` payload bytes.
+
+use super::cli::ChildArgs;
+use super::cross::{CONNECT_TIMEOUT, runtime};
+use super::generic::StreamOutcome;
+use super::procs::{ChildProc, PlaceCtx, RendezvousDir, retry};
+use super::proto::{
+    Budget, Deadline, F_CMD_RTT, F_CMD_STREAM, F_DATA, F_END, F_PING, F_QUIT, F_SUMMARY, MAX_SIZE,
+    Pattern, Tally, check, nanos,
+};
+use super::rows::Session;
+use super::{BenchError, BenchResult};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Frame header length.
+pub const HDR: usize = 16;
+const BUF_CAP: usize = 64 * 1024;
+
+fn put_header(dst: &mut [u8], len: usize, flags: u32, id: u64) {
+    dst[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    dst[4..8].copy_from_slice(&flags.to_le_bytes());
+    dst[8..16].copy_from_slice(&id.to_le_bytes());
+}
+
+/// Reads one frame into `buf` (header included, so it can be written back as is) and returns
+/// its flags and message id. The payload is `buf[HDR..]`.
+async fn read_frame(s: &mut BufReader<UnixStream>, buf: &mut Vec<u8>) -> BenchResult<(u32, u64)> {
+    let mut h = [0u8; HDR];
+    s.read_exact(&mut h).await?;
+    let w32 = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let len = w32(0) as usize;
+    if len > MAX_SIZE + 64 {
+        return Err(BenchError::new(format!(
+            "unix: frame of {len} bytes is too large"
+        )));
+    }
+    buf.resize(HDR + len, 0);
+    buf[..HDR].copy_from_slice(&h);
+    s.read_exact(&mut buf[HDR..]).await?;
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&h[8..16]);
+    Ok((w32(4), u64::from_le_bytes(id)))
+}
+
+async fn write_control(s: &mut BufReader<UnixStream>, flags: u32) -> BenchResult<()> {
+    let mut h = [0u8; HDR];
+    put_header(&mut h, 0, flags, 0);
+    s.write_all(&h).await?;
+    Ok(())
+}
+
+/// Parent side of the `unix` row.
+pub struct UnixSession {
+    s: BufReader<UnixStream>,
+    rt: tokio::runtime::Runtime,
+    wire: Vec<u8>,
+    rbuf: Vec<u8>,
+    pattern: Pattern,
+    child: Option<ChildProc>,
+    _dir: RendezvousDir,
+}
+
+impl UnixSession {
+    /// Binds a listener in a private directory, starts the peer process and accepts it.
+    pub fn start(place: &PlaceCtx) -> BenchResult<UnixSession> {
+        let rt = runtime()?;
+        let dir = RendezvousDir::new("unix")?;
+        let path = dir.join("unix.sock");
+        let listener = {
+            let _g = rt.enter();
+            UnixListener::bind(&path)?
+        };
+        let child = ChildProc::spawn(place, "unix", &[], Some(&path))?;
+        let (s, _) = rt
+            .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, listener.accept()).await })
+            .map_err(|_| BenchError::new("the unix peer did not connect in time"))??;
+        Ok(UnixSession {
+            s: BufReader::with_capacity(BUF_CAP, s),
+            rt,
+            wire: Vec::new(),
+            rbuf: Vec::new(),
+            pattern: Pattern::new(MAX_SIZE),
+            child: Some(child),
+            _dir: dir,
+        })
+    }
+}
+
+impl Session for UnixSession {
+    fn rtt(&mut self, size: usize, budget: &Budget) -> BenchResult<Vec<u64>> {
+        let UnixSession {
+            s,
+            rt,
+            wire,
+            rbuf,
+            pattern,
+            ..
+        } = self;
+        rt.block_on(async {
+            write_control(s, F_CMD_RTT).await?;
+            let warm_end = Instant::now() + budget.warmup;
+            let end = warm_end + budget.measure;
+            let mut samples = Vec::with_capacity(4096);
+            wire.resize(HDR + size, 0);
+            let mut seq = 0u64;
+            loop {
+                seq += 1;
+                let t0 = Instant::now();
+                put_header(wire, size, F_PING, seq);
+                pattern.fill(&mut wire[HDR..], seq);
+                s.write_all(wire).await?;
+                let (flags, id) = read_frame(s, rbuf).await?;
+                let t1 = Instant::now();
+                if flags != F_PING || id != seq || !check(&rbuf[HDR..], seq) {
+                    return Err(BenchError::new(format!(
+                        "unix rtt: bad echo for ping {seq}"
+                    )));
+                }
+                if t0 >= warm_end {
+                    samples.push(nanos(t1 - t0));
+                    let n = samples.len() as u64;
+                    if n >= budget.max_iters || (n >= budget.min_iters && t1 >= end) {
+                        break;
+                    }
+                }
+            }
+            write_control(s, F_END).await?;
+            match read_frame(s, rbuf).await? {
+                (F_END, _) => Ok(samples),
+                (f, _) => Err(BenchError::new(format!(
+                    "unix rtt: expected END, got {f:#x}"
+                ))),
+            }
+        })
+    }
+
+    fn stream(&mut self, size: usize, budget: &Budget) -> BenchResult<StreamOutcome> {
+        let UnixSession {
+            s,
+            rt,
+            wire,
+            rbuf,
+            pattern,
+            ..
+        } = self;
+        rt.block_on(async {
+            write_control(s, F_CMD_STREAM).await?;
+            let deadline = Deadline::new(budget, size);
+            let start = Instant::now();
+            wire.resize(HDR + size, 0);
+            let mut sent = 0u64;
+            while !deadline.reached(sent) {
+                sent += 1;
+                put_header(wire, size, F_DATA, sent);
+                pattern.fill(&mut wire[HDR..], sent);
+                s.write_all(wire).await?;
+            }
+            write_control(s, F_END).await?;
+            let (flags, _) = read_frame(s, rbuf).await?;
+            let elapsed = start.elapsed();
+            let tally = Tally::from_bytes(&rbuf[HDR..]).filter(|_| flags == F_SUMMARY);
+            let tally = tally.ok_or_else(|| BenchError::new("unix stream: bad summary"))?;
+            tally.verify(sent, size)?;
+            Ok(StreamOutcome {
+                msgs: sent,
+                bytes: tally.bytes,
+                elapsed,
+            })
+        })
+    }
+
+    fn finish(&mut self) -> BenchResult<()> {
+        let UnixSession { s, rt, .. } = self;
+        rt.block_on(write_control(s, F_QUIT))?;
+        match self.child.take() {
+            Some(c) => c.wait(Duration::from_secs(10)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Peer side of the `unix` row: connects to the rendezvous path and obeys the parent.
+pub fn child(args: &ChildArgs) -> BenchResult<()> {
+    let path = args
+        .rendezvous
+        .clone()
+        .ok_or_else(|| BenchError::new("missing --rendezvous"))?;
+    runtime()?.block_on(async {
+        let s = retry(CONNECT_TIMEOUT, || UnixStream::connect(&path)).await?;
+        let mut s = BufReader::with_capacity(BUF_CAP, s);
+        let mut buf = Vec::new();
+        loop {
+            let (flags, _) = read_frame(&mut s, &mut buf).await?;
+            match flags {
+                F_CMD_RTT => loop {
+                    match read_frame(&mut s, &mut buf).await? {
+                        (F_PING, _) => s.write_all(&buf).await?,
+                        (F_END, _) => {
+                            write_control(&mut s, F_END).await?;
+                            break;
+                        }
+                        (f, _) => return Err(BenchError::new(format!("unix echo: flags {f:#x}"))),
+                    }
+                },
+                F_CMD_STREAM => {
+                    let mut tally = Tally::default();
+                    loop {
+                        match read_frame(&mut s, &mut buf).await? {
+                            (F_DATA, _) => tally.take(&buf[HDR..]),
+                            (F_END, _) => break,
+                            (f, _) => {
+                                return Err(BenchError::new(format!("unix stream: flags {f:#x}")));
+                            }
+                        }
+                    }
+                    let mut out = [0u8; HDR + Tally::ENCODED_LEN];
+                    put_header(&mut out, Tally::ENCODED_LEN, F_SUMMARY, 0);
+                    out[HDR..].copy_from_slice(&tally.to_bytes());
+                    s.write_all(&out).await?;
+                }
+                F_QUIT => return Ok(()),
+                f => return Err(BenchError::new(format!("unix: unexpected command {f:#x}"))),
+            }
+        }
+    })
+}

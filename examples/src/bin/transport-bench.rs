@@ -1,0 +1,16 @@
+//! `transport-bench`: round-trip latency and one-way throughput of every backend and of the
+//! baselines (spin, eventfd, unix), between two processes where the backend allows.
+//!
+//! ```text
+//! cargo run --release -p examples --bin transport-bench -- [--quick] [--json PATH]
+//!     [--placement split|same] [--only NAME[,NAME...]]
+//! ```
+//!
+//! The code lives in [`examples::bench`]; this binary also plays the peer process when started
+//! with the hidden `--child` argument.
+
+fn main() {
+    std::process::exit(examples::bench::main_with_args(
+        std::env::args_os().skip(1).collect(),
+    ));
+}

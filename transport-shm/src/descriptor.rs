@@ -1,0 +1,480 @@
+//! Descriptors (one 64-byte ring entry per frame) and slot references.
+//!
+//! # Descriptor words (little-endian `u64`s)
+//!
+//! ```text
+//! w0..w3  frame header: the 32 bytes of `FrameHeader::to_bytes`
+//! w4      payload len (bits 0..32) | kind (32..40) | class (40..48) | reserved, zero (48..64)
+//! w5      slot index (0..32) | generation (32..64)   — zero for inline payloads
+//! w6..w7  inline payload bytes (kind 0, up to 16 bytes)
+//! ```
+//!
+//! [`Descriptor::decode`] validates every field against the **local** geometry and returns a
+//! typed [`DescriptorError`] for anything out of range: it never panics whatever the words hold
+//! (LESSONS 23).
+
+use transport_api::FrameHeader;
+
+use crate::layout::Geometry;
+
+/// Largest payload carried inline in a descriptor.
+pub const INLINE_MAX: usize = 16;
+/// Descriptor kind: payload inline in words 6 and 7.
+pub const KIND_INLINE: u8 = 0;
+/// Descriptor kind: payload in a slot of the sender's pool.
+pub const KIND_SLOT: u8 = 1;
+
+/// Width of the slot index in a completion entry.
+pub const ENTRY_INDEX_BITS: u32 = 24;
+
+/// A slot of a sender's pool, with the generation of its current allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotRef {
+    /// Size class.
+    pub class: u8,
+    /// Slot index within the class.
+    pub index: u32,
+    /// Allocation generation (incremented on every allocation of the slot).
+    pub generation: u32,
+}
+
+impl SlotRef {
+    /// Packs into a completion entry / lease token: `class | index << 8 | generation << 32`.
+    /// Indices are below 2^24 by the geometry limits; higher bits are dropped.
+    pub fn to_entry(self) -> u64 {
+        u64::from(self.class)
+            | (u64::from(self.index & ((1 << ENTRY_INDEX_BITS) - 1)) << 8)
+            | (u64::from(self.generation) << 32)
+    }
+
+    /// Unpacks a completion entry. Any `u64` unpacks; the pool validates the result.
+    pub fn from_entry(entry: u64) -> SlotRef {
+        SlotRef {
+            class: entry as u8,
+            index: ((entry >> 8) as u32) & ((1 << ENTRY_INDEX_BITS) - 1),
+            generation: (entry >> 32) as u32,
+        }
+    }
+}
+
+/// Where a descriptor's payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DescPayload {
+    /// Up to [`INLINE_MAX`] bytes in the descriptor itself; bytes past `len` are zero.
+    Inline {
+        /// Number of payload bytes.
+        len: u8,
+        /// The bytes.
+        data: [u8; INLINE_MAX],
+    },
+    /// `len` bytes at the start of a slot.
+    Slot {
+        /// The slot.
+        slot: SlotRef,
+        /// Number of payload bytes.
+        len: u32,
+    },
+}
+
+/// A decoded ring entry: frame header plus payload location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor {
+    /// The frame header.
+    pub header: FrameHeader,
+    /// Where the payload is.
+    pub payload: DescPayload,
+}
+
+/// Why a descriptor from the peer is invalid. Each variant carries the offending values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DescriptorError {
+    /// Unknown kind byte.
+    #[error("unknown descriptor kind {kind}")]
+    BadKind {
+        /// The kind found.
+        kind: u8,
+    },
+    /// Bits that must be zero are not.
+    #[error("descriptor word {word} has reserved bits set: {value:#018x}")]
+    ReservedBits {
+        /// Word index in the descriptor.
+        word: usize,
+        /// The whole word.
+        value: u64,
+    },
+    /// Inline length above [`INLINE_MAX`].
+    #[error("inline payload length {len} exceeds {INLINE_MAX}")]
+    InlineTooLong {
+        /// The length found.
+        len: u32,
+    },
+    /// Class index out of range.
+    #[error("slot class {class} out of range (the geometry has {nclasses} classes)")]
+    BadClass {
+        /// The class found.
+        class: u8,
+        /// Number of classes in the local geometry.
+        nclasses: usize,
+    },
+    /// Slot index out of range for its class.
+    #[error("slot index {index} out of range for class {class} ({count} slots)")]
+    BadIndex {
+        /// The class.
+        class: u8,
+        /// The index found.
+        index: u32,
+        /// Slots in that class.
+        count: u32,
+    },
+    /// Payload length larger than the slot.
+    #[error("payload length {len} exceeds slot size {slot_size} of class {class}")]
+    LenOverSlot {
+        /// The length found.
+        len: u32,
+        /// The class.
+        class: u8,
+        /// Its slot size.
+        slot_size: u32,
+    },
+}
+
+impl Descriptor {
+    /// An inline descriptor, or `None` when `bytes` is longer than [`INLINE_MAX`].
+    pub fn inline(header: FrameHeader, bytes: &[u8]) -> Option<Descriptor> {
+        if bytes.len() > INLINE_MAX {
+            return None;
+        }
+        let mut data = [0u8; INLINE_MAX];
+        data[..bytes.len()].copy_from_slice(bytes);
+        Some(Descriptor {
+            header,
+            payload: DescPayload::Inline {
+                len: bytes.len() as u8,
+                data,
+            },
+        })
+    }
+
+    /// A descriptor for `len` bytes in `slot`.
+    pub fn slot(header: FrameHeader, slot: SlotRef, len: u32) -> Descriptor {
+        Descriptor {
+            header,
+            payload: DescPayload::Slot { slot, len },
+        }
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        match self.payload {
+            DescPayload::Inline { len, .. } => usize::from(len),
+            DescPayload::Slot { len, .. } => len as usize,
+        }
+    }
+
+    /// True when the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The inline payload bytes, `None` for a slot descriptor.
+    pub fn inline_bytes(&self) -> Option<&[u8]> {
+        match &self.payload {
+            DescPayload::Inline { len, data } => data.get(..usize::from(*len)),
+            DescPayload::Slot { .. } => None,
+        }
+    }
+
+    /// The eight ring words of this descriptor.
+    pub fn encode(&self) -> [u64; 8] {
+        let mut w = [0u64; 8];
+        let hb = self.header.to_bytes();
+        for (i, chunk) in hb.chunks_exact(8).enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            w[i] = u64::from_le_bytes(b);
+        }
+        match self.payload {
+            DescPayload::Inline { len, data } => {
+                w[4] = u64::from(len) | (u64::from(KIND_INLINE) << 32);
+                let mut lo = [0u8; 8];
+                let mut hi = [0u8; 8];
+                lo.copy_from_slice(&data[..8]);
+                hi.copy_from_slice(&data[8..]);
+                w[6] = u64::from_le_bytes(lo);
+                w[7] = u64::from_le_bytes(hi);
+            }
+            DescPayload::Slot { slot, len } => {
+                w[4] =
+                    u64::from(len) | (u64::from(KIND_SLOT) << 32) | (u64::from(slot.class) << 40);
+                w[5] = u64::from(slot.index) | (u64::from(slot.generation) << 32);
+            }
+        }
+        w
+    }
+
+    /// Decodes and validates eight ring words against the local geometry. Never panics.
+    pub fn decode(w: &[u64; 8], geometry: &Geometry) -> Result<Descriptor, DescriptorError> {
+        let mut hb = [0u8; FrameHeader::ENCODED_LEN];
+        for (i, chunk) in hb.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&w[i].to_le_bytes());
+        }
+        let header = FrameHeader::from_bytes(&hb);
+        let len = w[4] as u32;
+        let kind = (w[4] >> 32) as u8;
+        let class = (w[4] >> 40) as u8;
+        if w[4] >> 48 != 0 {
+            return Err(DescriptorError::ReservedBits {
+                word: 4,
+                value: w[4],
+            });
+        }
+        match kind {
+            KIND_INLINE => {
+                if class != 0 {
+                    return Err(DescriptorError::ReservedBits {
+                        word: 4,
+                        value: w[4],
+                    });
+                }
+                if w[5] != 0 {
+                    return Err(DescriptorError::ReservedBits {
+                        word: 5,
+                        value: w[5],
+                    });
+                }
+                if len as usize > INLINE_MAX {
+                    return Err(DescriptorError::InlineTooLong { len });
+                }
+                let mut all = [0u8; INLINE_MAX];
+                all[..8].copy_from_slice(&w[6].to_le_bytes());
+                all[8..].copy_from_slice(&w[7].to_le_bytes());
+                let mut data = [0u8; INLINE_MAX];
+                let n = len as usize;
+                data[..n].copy_from_slice(&all[..n]);
+                Ok(Descriptor {
+                    header,
+                    payload: DescPayload::Inline {
+                        len: len as u8,
+                        data,
+                    },
+                })
+            }
+            KIND_SLOT => {
+                let nclasses = geometry.classes.len();
+                let c = geometry
+                    .classes
+                    .get(usize::from(class))
+                    .ok_or(DescriptorError::BadClass { class, nclasses })?;
+                let index = w[5] as u32;
+                let generation = (w[5] >> 32) as u32;
+                if index >= c.slot_count {
+                    return Err(DescriptorError::BadIndex {
+                        class,
+                        index,
+                        count: c.slot_count,
+                    });
+                }
+                if len > c.slot_size {
+                    return Err(DescriptorError::LenOverSlot {
+                        len,
+                        class,
+                        slot_size: c.slot_size,
+                    });
+                }
+                Ok(Descriptor {
+                    header,
+                    payload: DescPayload::Slot {
+                        slot: SlotRef {
+                            class,
+                            index,
+                            generation,
+                        },
+                        len,
+                    },
+                })
+            }
+            kind => Err(DescriptorError::BadKind { kind }),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header() -> FrameHeader {
+        FrameHeader {
+            msg_id: 0x0102_0304_0506_0708,
+            channel: 9,
+            method: 10,
+            flags: 11,
+            credit: 12,
+            deadline_ns: 13,
+        }
+    }
+
+    #[test]
+    fn inline_round_trip_and_header_bytes() {
+        let g = Geometry::default();
+        let d = Descriptor::inline(header(), b"hello, world!").unwrap();
+        let w = d.encode();
+        // Words 0..4 are exactly the API's header encoding.
+        let hb = header().to_bytes();
+        assert_eq!(w[0].to_le_bytes(), hb[0..8]);
+        assert_eq!(w[3].to_le_bytes(), hb[24..32]);
+        let back = Descriptor::decode(&w, &g).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(back.inline_bytes().unwrap(), b"hello, world!");
+        assert!(Descriptor::inline(header(), &[0; 17]).is_none());
+        let empty = Descriptor::inline(header(), &[]).unwrap();
+        assert!(Descriptor::decode(&empty.encode(), &g).unwrap().is_empty());
+    }
+
+    #[test]
+    fn slot_round_trip() {
+        let g = Geometry::default();
+        let slot = SlotRef {
+            class: 3,
+            index: 3,
+            generation: u32::MAX,
+        };
+        let d = Descriptor::slot(header(), slot, 1 << 20);
+        assert_eq!(Descriptor::decode(&d.encode(), &g).unwrap(), d);
+        assert_eq!(d.len(), 1 << 20);
+        assert_eq!(d.inline_bytes(), None);
+    }
+
+    #[test]
+    fn entry_round_trip() {
+        let s = SlotRef {
+            class: 7,
+            index: (1 << 24) - 1,
+            generation: 0xdead_beef,
+        };
+        assert_eq!(SlotRef::from_entry(s.to_entry()), s);
+    }
+
+    #[test]
+    fn lesson_23_bad_descriptor_is_corrupt_not_panic() {
+        let g = Geometry::default();
+        let base = Descriptor::slot(
+            header(),
+            SlotRef {
+                class: 0,
+                index: 0,
+                generation: 0,
+            },
+            10,
+        )
+        .encode();
+        assert_eq!(base[5], 0);
+        let with = |i: usize, v: u64| {
+            let mut w = base;
+            w[i] = v;
+            w
+        };
+        let slot_w4 = |len: u64, class: u64| len | (1 << 32) | (class << 40);
+        let cases = [
+            (with(4, 17), DescriptorError::InlineTooLong { len: 17 }),
+            (
+                with(4, u64::from(u32::MAX)),
+                DescriptorError::InlineTooLong { len: u32::MAX },
+            ),
+            (with(4, 2 << 32), DescriptorError::BadKind { kind: 2 }),
+            (
+                with(4, slot_w4(10, 4)),
+                DescriptorError::BadClass {
+                    class: 4,
+                    nclasses: 4,
+                },
+            ),
+            (
+                with(4, slot_w4(10, 255)),
+                DescriptorError::BadClass {
+                    class: 255,
+                    nclasses: 4,
+                },
+            ),
+            (
+                with(5, 256),
+                DescriptorError::BadIndex {
+                    class: 0,
+                    index: 256,
+                    count: 256,
+                },
+            ),
+            (
+                with(4, slot_w4(257, 0)),
+                DescriptorError::LenOverSlot {
+                    len: 257,
+                    class: 0,
+                    slot_size: 256,
+                },
+            ),
+            (
+                with(4, slot_w4(1, 0) | 1 << 48),
+                DescriptorError::ReservedBits {
+                    word: 4,
+                    value: slot_w4(1, 0) | 1 << 48,
+                },
+            ),
+        ];
+        for (w, expected) in cases {
+            assert_eq!(Descriptor::decode(&w, &g), Err(expected));
+        }
+        // Inline descriptor with slot fields set.
+        let mut w = Descriptor::inline(header(), b"x").unwrap().encode();
+        w[5] = 7;
+        assert_eq!(
+            Descriptor::decode(&w, &g),
+            Err(DescriptorError::ReservedBits { word: 5, value: 7 })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decode_arbitrary_words_never_panics(w in any::<[u64; 8]>()) {
+            let g = Geometry::default();
+            match Descriptor::decode(&w, &g) {
+                Ok(d) => {
+                    // A valid descriptor is within the geometry and re-encodes to the same
+                    // meaning.
+                    match d.payload {
+                        DescPayload::Inline { len, .. } => prop_assert!(usize::from(len) <= INLINE_MAX),
+                        DescPayload::Slot { slot, len } => {
+                            let c = g.classes[usize::from(slot.class)];
+                            prop_assert!(slot.index < c.slot_count);
+                            prop_assert!(len <= c.slot_size);
+                        }
+                    }
+                    prop_assert_eq!(Descriptor::decode(&d.encode(), &g), Ok(d));
+                }
+                Err(e) => {
+                    let _ = e.to_string();
+                }
+            }
+        }
+
+        #[test]
+        fn decode_near_valid_words_never_panics(
+            len in 0u64..70_000, kind in 0u64..3, class in 0u64..6, index in 0u64..300, generation in any::<u32>()
+        ) {
+            let g = Geometry::default();
+            let mut w = [0u64; 8];
+            w[4] = len | kind << 32 | class << 40;
+            if kind == 1 {
+                w[5] = index | u64::from(generation) << 32;
+            }
+            let r = Descriptor::decode(&w, &g);
+            let valid = match kind {
+                0 => len <= 16 && class == 0,
+                1 => (class as usize) < g.classes.len()
+                    && index < u64::from(g.classes[class as usize].slot_count)
+                    && len <= u64::from(g.classes[class as usize].slot_size),
+                _ => false,
+            };
+            prop_assert_eq!(r.is_ok(), valid, "{:?}", r);
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Rendezvous: a listener at a Unix socket path, connecting peers, in-process pairs, and the
+//! configuration factory (`shm://PATH?ring=…`).
+//!
+//! Handshake (one stream socket per session, kept open afterwards as the liveness channel):
+//! 1. the listener accepts, creates a sealed memfd segment and two eventfds (one doorbell per
+//!    side), and sends a hello message with the three descriptors (`SCM_RIGHTS`, all `CLOEXEC`);
+//! 2. the connector maps the segment, validates the header against the mapping (geometry read
+//!    once, kept locally), and answers `R` (ready);
+//! 3. both start their endpoint. Afterwards the socket carries only `C` (graceful close); its
+//!    hang-up tells the survivor that the peer's process released the session or died.
+
+use crate::layout::{Geometry, Side, SlotClass};
+use crate::os;
+use crate::segment::Segment;
+use crate::session::{MSG_READY, SessionParts, ShmTransport};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use transport_api::{
+    BackendFactory, BoxTransport, DynListener, Result, TransportConfig, TransportError,
+};
+
+const HELLO: &[u8; 8] = b"TSHM\x01\x00\x00\x00";
+/// How long a handshake may take before it fails.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Session parameters chosen by the listener (the connector adopts what the segment says).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShmConfig {
+    /// Ring capacity and slot classes (identical for both directions).
+    pub geometry: Geometry,
+    /// How long a waiting `send`/`recv` spins before parking on its eventfd.
+    pub spin: Duration,
+}
+
+impl Default for ShmConfig {
+    fn default() -> Self {
+        ShmConfig {
+            geometry: Geometry::default(),
+            spin: Duration::from_micros(20),
+        }
+    }
+}
+
+impl ShmConfig {
+    /// Option names understood in an `shm://` configuration.
+    pub const OPTIONS: &'static [&'static str] = &["ring", "spin_us", "classes"];
+
+    /// Reads `ring` (descriptors per direction), `spin_us` and `classes`
+    /// (`SIZExCOUNT,SIZExCOUNT,…`, e.g. `256x256,4096x64`) from a configuration.
+    pub fn from_config(cfg: &TransportConfig) -> Result<ShmConfig> {
+        cfg.check_known(Self::OPTIONS)?;
+        let mut c = ShmConfig::default();
+        if let Some(r) = cfg.get::<u32>("ring")? {
+            c.geometry.ring_capacity = r;
+        }
+        if let Some(us) = cfg.get::<u64>("spin_us")? {
+            c.spin = Duration::from_micros(us);
+        }
+        if let Some(spec) = cfg.get::<String>("classes")? {
+            c.geometry.classes = parse_classes(&spec)?;
+        }
+        c.geometry
+            .validate()
+            .map_err(|e| TransportError::Config(format!("shm geometry in `{cfg}`: {e}")))?;
+        Ok(c)
+    }
+}
+
+fn parse_classes(spec: &str) -> Result<Vec<SlotClass>> {
+    spec.split(',')
+        .map(|part| {
+            let (size, count) = part.split_once('x').ok_or_else(|| {
+                TransportError::Config(format!("shm class `{part}` is not SIZExCOUNT"))
+            })?;
+            let num = |s: &str| {
+                s.trim().parse::<u32>().map_err(|_| {
+                    TransportError::Config(format!("shm class `{part}`: `{s}` is not a number"))
+                })
+            };
+            Ok(SlotClass {
+                slot_size: num(size)?,
+                slot_count: num(count)?,
+            })
+        })
+        .collect()
+}
+
+fn io(e: impl Into<std::io::Error>) -> TransportError {
+    TransportError::Io(e.into())
+}
+
+fn handshake_err(what: String) -> TransportError {
+    TransportError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
+}
+
+async fn with_timeout<T>(what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, f)
+        .await
+        .map_err(|_| {
+            TransportError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("shm handshake: {what} timed out after {HANDSHAKE_TIMEOUT:?}"),
+            ))
+        })?
+}
+
+/// Creates the segment and doorbells, sends them over `sock` and waits for the peer's ready.
+async fn serve_handshake(sock: OwnedFd, config: &ShmConfig) -> Result<ShmTransport> {
+    let (memfd, seg) = Segment::create(config.geometry.clone())
+        .map_err(|e| TransportError::Config(format!("shm segment: {e}")))?;
+    let bell_a = os::eventfd().map_err(io)?;
+    let bell_b = os::eventfd().map_err(io)?;
+    let sock = os::async_readable(sock)?;
+    os::send_fds(
+        sock.get_ref(),
+        HELLO,
+        &[memfd.as_fd(), bell_a.as_fd(), bell_b.as_fd()],
+    )
+    .map_err(io)?;
+    drop(memfd);
+    with_timeout("waiting for the peer to attach", async {
+        loop {
+            let mut g = sock.readable().await?;
+            let mut b = [0u8; 1];
+            match g
+                .try_io(|fd| rustix::io::read(fd.get_ref(), &mut b).map_err(std::io::Error::from))
+            {
+                Err(_) => continue,
+                Ok(Ok(1)) if b[0] == MSG_READY => return Ok(()),
+                Ok(Ok(0)) => {
+                    return Err(handshake_err(
+                        "the peer hung up during the handshake".into(),
+                    ));
+                }
+                Ok(Ok(_)) => {
+                    return Err(handshake_err(format!(
+                        "unexpected handshake byte {:#04x}",
+                        b[0]
+                    )));
+                }
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+    })
+    .await?;
+    let sock = sock.into_inner();
+    ShmTransport::start(SessionParts {
+        seg,
+        side: Side::A,
+        sock,
+        my_bell: bell_a,
+        peer_bell: bell_b,
+        spin: config.spin,
+    })
+}
+
+/// Receives the segment and doorbells over `sock`, validates and maps them, answers ready.
+async fn join_handshake(sock: OwnedFd, spin: Duration) -> Result<ShmTransport> {
+    let sock = os::async_readable(sock)?;
+    let (hello, fds) = with_timeout("waiting for the segment", async {
+        loop {
+            let mut g = sock.readable().await?;
+            let mut buf = [0u8; 8];
+            match g
+                .try_io(|fd| os::recv_fds(fd.get_ref(), &mut buf, 3).map_err(std::io::Error::from))
+            {
+                Err(_) => continue,
+                Ok(Ok((n, fds))) => return Ok((buf[..n].to_vec(), fds)),
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+    })
+    .await?;
+    if hello.as_slice() != HELLO || fds.len() != 3 {
+        return Err(handshake_err(format!(
+            "bad hello from the listener: {} bytes {:?} with {} descriptors (want {:?} with 3)",
+            hello.len(),
+            hello,
+            fds.len(),
+            HELLO
+        )));
+    }
+    let mut fds = fds.into_iter();
+    let (memfd, bell_a, bell_b) = match (fds.next(), fds.next(), fds.next()) {
+        (Some(m), Some(a), Some(b)) => (m, a, b),
+        _ => return Err(handshake_err("missing descriptors".into())),
+    };
+    let seg = Segment::attach(memfd.as_fd())
+        .map_err(|e| TransportError::corrupt(format!("the listener's segment is invalid: {e}")))?;
+    drop(memfd);
+    let sock = sock.into_inner();
+    rustix::io::write(&sock, &[MSG_READY]).map_err(io)?;
+    ShmTransport::start(SessionParts {
+        seg,
+        side: Side::B,
+        sock,
+        my_bell: bell_b,
+        peer_bell: bell_a,
+        spin,
+    })
+}
+
+/// Listens for peers at a Unix socket path; each accepted peer gets its own segment.
+///
+/// The path is removed when the listener is dropped.
+pub struct ShmListener {
+    listener: UnixListener,
+    path: PathBuf,
+    config: ShmConfig,
+}
+
+impl ShmListener {
+    /// Binds `path` (replacing a stale socket file nobody listens on).
+    pub fn bind(path: impl AsRef<Path>, config: ShmConfig) -> Result<ShmListener> {
+        let path = path.as_ref().to_path_buf();
+        config
+            .geometry
+            .validate()
+            .map_err(|e| TransportError::Config(format!("shm geometry: {e}")))?;
+        if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+            // A socket file left by a dead listener: nobody accepts on it any more.
+            let _ = std::fs::remove_file(&path);
+        }
+        let listener = UnixListener::bind(&path)?;
+        tracing::debug!(backend = "shm", path = %path.display(), "listening");
+        Ok(ShmListener {
+            listener,
+            path,
+            config,
+        })
+    }
+
+    /// Waits for the next peer and completes the handshake with it.
+    pub async fn accept(&self) -> Result<ShmTransport> {
+        let (stream, _) = self.listener.accept().await?;
+        let fd: OwnedFd = stream.into_std()?.into();
+        let t = serve_handshake(fd, &self.config).await?;
+        tracing::info!(backend = "shm", path = %self.path.display(), "peer attached");
+        Ok(t)
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ShmListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Connects to a listener at `path`.
+pub async fn connect(path: impl AsRef<Path>) -> Result<ShmTransport> {
+    connect_with(path, ShmConfig::default().spin).await
+}
+
+/// Connects to a listener at `path`, spinning for `spin` before parking.
+pub async fn connect_with(path: impl AsRef<Path>, spin: Duration) -> Result<ShmTransport> {
+    let path = path.as_ref();
+    let stream = UnixStream::connect(path).await.map_err(|e| {
+        TransportError::Io(std::io::Error::new(
+            e.kind(),
+            format!("shm: connecting to {}: {e}", path.display()),
+        ))
+    })?;
+    let fd: OwnedFd = stream.into_std()?.into();
+    let t = join_handshake(fd, spin).await?;
+    tracing::info!(backend = "shm", path = %path.display(), "connected");
+    Ok(t)
+}
+
+/// Two connected endpoints in this process (both map the same segment). Useful for tests and
+/// for moving one endpoint into a thread that has its own runtime.
+pub async fn pair(config: ShmConfig) -> Result<(ShmTransport, ShmTransport)> {
+    let (a, b) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(io)?;
+    let serve = serve_handshake(a, &config);
+    let join = join_handshake(b, config.spin);
+    let (x, y) = tokio::try_join!(serve, join)?;
+    Ok((x, y))
+}
+
+/// The `shm` backend for [`transport_api::Registry`]:
+/// `shm:///path/to/socket?ring=256&spin_us=20&classes=256x256,4096x64`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShmFactory;
+
+struct FactoryListener {
+    inner: ShmListener,
+    config: TransportConfig,
+}
+
+#[async_trait::async_trait]
+impl DynListener for FactoryListener {
+    async fn accept(&self) -> Result<BoxTransport> {
+        Ok(Box::new(self.inner.accept().await?))
+    }
+    fn connect_config(&self) -> TransportConfig {
+        let mut c = TransportConfig::new("shm", self.config.address.clone());
+        if let Some(v) = self.config.options.get("spin_us") {
+            c.options.insert("spin_us".into(), v.clone());
+        }
+        c
+    }
+}
+
+#[async_trait::async_trait]
+impl BackendFactory for ShmFactory {
+    fn name(&self) -> &'static str {
+        "shm"
+    }
+    async fn listen(&self, config: &TransportConfig) -> Result<Box<dyn DynListener>> {
+        let c = ShmConfig::from_config(config)?;
+        Ok(Box::new(FactoryListener {
+            inner: ShmListener::bind(&config.address, c)?,
+            config: config.clone(),
+        }))
+    }
+    async fn connect(&self, config: &TransportConfig) -> Result<BoxTransport> {
+        let c = ShmConfig::from_config(config)?;
+        Ok(Box::new(connect_with(&config.address, c.spin).await?))
+    }
+}

@@ -1,0 +1,264 @@
+//! The only `unsafe` code of the crate: typed views into a shared mapping.
+//!
+//! A [`Mapping`] owns a `MAP_SHARED` read-write mapping (kept alive by an `Arc` in every view).
+//! [`SharedWords`] is a `&[AtomicU64]` over a range of it — every control word of the segment is
+//! accessed through these atomics only, so a hostile peer writing any byte at any time cannot
+//! cause a data race on them. [`SharedBytes`] is a range of payload bytes, accessed only by raw
+//! copies (never through a Rust reference, so a concurrent write by the peer can at worst garble
+//! the bytes copied, which the protocol tolerates: they are the peer's own payload).
+//!
+//! Every view is bounds- and alignment-checked when it is created; the checks use only
+//! process-local values (the mapping length and offsets from the local [`crate::layout::Layout`]).
+
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use memmap2::MmapRaw;
+
+/// A view was asked for outside the mapping or at a misaligned offset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    /// The range does not fit in the mapping.
+    #[error("range of {len} bytes at offset {offset} exceeds the {mapping_len}-byte mapping")]
+    OutOfBounds {
+        /// Start of the range.
+        offset: usize,
+        /// Length of the range in bytes.
+        len: usize,
+        /// Length of the mapping.
+        mapping_len: usize,
+    },
+    /// A word view must start at a multiple of 8 bytes.
+    #[error("word view at offset {offset} is not 8-byte aligned")]
+    Misaligned {
+        /// The offset asked for.
+        offset: usize,
+    },
+}
+
+/// A shared read-write mapping of a segment.
+#[derive(Debug)]
+pub struct Mapping {
+    raw: MmapRaw,
+}
+
+impl Mapping {
+    /// Takes ownership of a mapping (it must be a shared, read-write mapping, as made by
+    /// [`crate::os`]).
+    pub fn new(raw: MmapRaw) -> Arc<Mapping> {
+        Arc::new(Mapping { raw })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// True for an empty mapping.
+    pub fn is_empty(&self) -> bool {
+        self.raw.len() == 0
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<(), MappingError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(MappingError::OutOfBounds {
+                offset,
+                len,
+                mapping_len: self.len(),
+            }),
+        }
+    }
+
+    /// `count` atomic words starting at byte `offset`.
+    pub fn words(
+        self: &Arc<Self>,
+        offset: usize,
+        count: usize,
+    ) -> Result<SharedWords, MappingError> {
+        if offset % 8 != 0 {
+            return Err(MappingError::Misaligned { offset });
+        }
+        let len = count.checked_mul(8).ok_or(MappingError::OutOfBounds {
+            offset,
+            len: usize::MAX,
+            mapping_len: self.len(),
+        })?;
+        self.check(offset, len)?;
+        Ok(SharedWords {
+            map: Arc::clone(self),
+            offset,
+            count,
+        })
+    }
+
+    /// `len` payload bytes starting at byte `offset`.
+    pub fn bytes(self: &Arc<Self>, offset: usize, len: usize) -> Result<SharedBytes, MappingError> {
+        self.check(offset, len)?;
+        Ok(SharedBytes {
+            map: Arc::clone(self),
+            offset,
+            len,
+        })
+    }
+}
+
+/// A checked `[AtomicU64]` view into a [`Mapping`]; keeps the mapping alive.
+#[derive(Debug, Clone)]
+pub struct SharedWords {
+    map: Arc<Mapping>,
+    offset: usize,
+    count: usize,
+}
+
+impl Deref for SharedWords {
+    type Target = [AtomicU64];
+
+    fn deref(&self) -> &[AtomicU64] {
+        // SAFETY: `Mapping::words` checked that `offset..offset + 8 * count` lies inside the
+        // mapping and that `offset` is a multiple of 8; the mapping base is page-aligned, so the
+        // pointer is aligned for `AtomicU64` (size and alignment 8). The mapping is alive as
+        // long as `self.map`, hence as long as the returned borrow of `self`. `AtomicU64` has
+        // interior mutability and every bit pattern is valid, so concurrent writes by this or
+        // another process (through atomics, or arbitrary bytes from a hostile peer) are allowed
+        // through a shared reference.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.raw.as_ptr().add(self.offset).cast::<AtomicU64>(),
+                self.count,
+            )
+        }
+    }
+}
+
+/// A checked range of payload bytes in a [`Mapping`] (one slot); keeps the mapping alive.
+#[derive(Debug, Clone)]
+pub struct SharedBytes {
+    map: Arc<Mapping>,
+    offset: usize,
+    len: usize,
+}
+
+impl SharedBytes {
+    /// Length of the range.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty range.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Start of the range, valid for reads and writes of [`len`](Self::len) bytes while the
+    /// mapping lives (for building a zero-copy lease; the caller must then own the slot).
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        // SAFETY: `offset <= mapping length` was checked at creation, so the result is within
+        // (or one past the end of) the mapping, whose base pointer is non-null.
+        let p = unsafe { self.map.raw.as_mut_ptr().add(self.offset) };
+        NonNull::new(p).unwrap_or(NonNull::dangling())
+    }
+
+    /// The mapping this range belongs to (to keep it alive alongside [`as_ptr`](Self::as_ptr)).
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        &self.map
+    }
+
+    fn range(&self, at: usize, n: usize) -> Result<usize, MappingError> {
+        match at.checked_add(n) {
+            Some(end) if end <= self.len => Ok(self.offset + at),
+            _ => Err(MappingError::OutOfBounds {
+                offset: at,
+                len: n,
+                mapping_len: self.len,
+            }),
+        }
+    }
+
+    /// Copies `src` into the range at `at`.
+    pub fn write(&self, at: usize, src: &[u8]) -> Result<(), MappingError> {
+        let off = self.range(at, src.len())?;
+        // SAFETY: `range` checked `at + src.len() <= self.len`, and `offset + len` lies inside
+        // the mapping (checked at creation), which `self.map` keeps alive. `src` is ordinary
+        // process memory, so it cannot overlap the shared mapping's bytes we write. No Rust
+        // reference to the shared bytes is created.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.map.raw.as_mut_ptr().add(off),
+                src.len(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Copies bytes from the range at `at` into `dst`.
+    pub fn read(&self, at: usize, dst: &mut [u8]) -> Result<(), MappingError> {
+        let off = self.range(at, dst.len())?;
+        // SAFETY: as in `write`; `dst` is exclusively borrowed process memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.raw.as_ptr().add(off),
+                dst.as_mut_ptr(),
+                dst.len(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The first `n` bytes of the range, copied into a vector.
+    pub fn to_vec(&self, n: usize) -> Result<Vec<u8>, MappingError> {
+        let mut v = vec![0u8; n];
+        self.read(0, &mut v)?;
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    fn anon(len: usize) -> Arc<Mapping> {
+        Mapping::new(
+            memmap2::MmapOptions::new()
+                .len(len)
+                .map_anon()
+                .unwrap()
+                .into(),
+        )
+    }
+
+    #[test]
+    fn views_are_checked() {
+        let m = anon(4096);
+        assert_eq!(
+            m.words(4, 1).unwrap_err(),
+            MappingError::Misaligned { offset: 4 }
+        );
+        assert!(m.words(4096 - 8, 1).is_ok());
+        assert!(matches!(
+            m.words(4096 - 8, 2),
+            Err(MappingError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            m.words(8, usize::MAX / 4),
+            Err(MappingError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            m.bytes(usize::MAX, 2),
+            Err(MappingError::OutOfBounds { .. })
+        ));
+        let w = m.words(64, 2).unwrap();
+        w[1].store(7, Ordering::Relaxed);
+        let b = m.bytes(72, 8).unwrap();
+        assert_eq!(b.to_vec(8).unwrap(), 7u64.to_ne_bytes());
+        b.write(0, &9u64.to_ne_bytes()).unwrap();
+        assert_eq!(w[1].load(Ordering::Relaxed), 9);
+        assert!(b.write(1, &[0; 8]).is_err());
+        assert!(b.read(8, &mut [0; 1]).is_err());
+        assert!(b.read(8, &mut []).is_ok());
+    }
+}

@@ -1,0 +1,375 @@
+//! The operating-system layer: memfd segments, mappings, eventfds, pidfds and file-descriptor
+//! passing over Unix sockets. Every descriptor is created close-on-exec (LESSONS 20).
+//!
+//! These are plain blocking-or-nonblocking system call wrappers; the async layer calls the
+//! socket functions inside tokio's `AsyncFd::try_io` (convert with `io::Error::from(OsError)`,
+//! which keeps `WouldBlock`).
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::event::{EventfdFlags, eventfd as rustix_eventfd};
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+use crate::layout::{HEADER_LEN, MAX_SEGMENT_LEN};
+
+/// Most file descriptors sent or accepted in one message.
+pub const MAX_FDS: usize = 8;
+
+/// Seals the creator puts on a segment: it can never shrink or grow (so a peer cannot make our
+/// mapping SIGBUS), and no further seal can be added.
+pub const SEGMENT_SEALS: SealFlags = SealFlags::SHRINK
+    .union(SealFlags::GROW)
+    .union(SealFlags::SEAL);
+
+/// Why an OS-layer operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OsError {
+    /// A system call failed.
+    #[error("{op} failed: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The segment is smaller than a header or larger than [`MAX_SEGMENT_LEN`].
+    #[error("segment size {len} is outside {min}..={MAX_SEGMENT_LEN}")]
+    BadSegmentSize {
+        /// Size found by `fstat` (or asked for).
+        len: u64,
+        /// Smallest acceptable size.
+        min: usize,
+    },
+    /// The segment is not sealed against shrinking: the peer could truncate it under our
+    /// mapping (SIGBUS, LESSONS 22).
+    #[error("segment is not sealed against shrinking (seals {seals:#x})")]
+    NotSealed {
+        /// The seals found.
+        seals: u32,
+    },
+    /// More descriptors than [`MAX_FDS`] were given or received.
+    #[error("{got} file descriptors exceed the limit of {max}")]
+    TooManyFds {
+        /// Number given or received.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The kernel truncated the control message: descriptors were lost.
+    #[error("file descriptors were truncated in transit")]
+    FdsTruncated,
+    /// Descriptors can only travel with at least one data byte.
+    #[error("file descriptors must be sent with at least one byte of data")]
+    EmptyMessage,
+}
+
+impl OsError {
+    fn io(op: &'static str) -> impl FnOnce(rustix::io::Errno) -> OsError {
+        move |e| OsError::Io {
+            op,
+            source: e.into(),
+        }
+    }
+
+    /// True when the operation would block (non-blocking descriptor not ready).
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, OsError::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl From<OsError> for io::Error {
+    /// `Io` errors become their source (keeping `WouldBlock` for `try_io`); the others become
+    /// `InvalidData` errors wrapping the `OsError`.
+    fn from(e: OsError) -> io::Error {
+        match e {
+            OsError::Io { source, .. } => source,
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+/// Creates a sealed memfd segment of `len` bytes and maps it shared, read-write.
+///
+/// The memfd is `CLOEXEC`, zero-filled, and sealed with [`SEGMENT_SEALS`] before it is mapped.
+pub fn create_segment(len: usize) -> Result<(OwnedFd, MmapRaw), OsError> {
+    if len < HEADER_LEN || len as u64 > MAX_SEGMENT_LEN {
+        return Err(OsError::BadSegmentSize {
+            len: len as u64,
+            min: HEADER_LEN,
+        });
+    }
+    let fd = rustix::fs::memfd_create(
+        "transport-shm",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .map_err(OsError::io("memfd_create"))?;
+    rustix::fs::ftruncate(&fd, len as u64).map_err(OsError::io("ftruncate"))?;
+    rustix::fs::fcntl_add_seals(&fd, SEGMENT_SEALS).map_err(OsError::io("fcntl(F_ADD_SEALS)"))?;
+    let map = MmapOptions::new()
+        .len(len)
+        .map_raw(&fd)
+        .map_err(|source| OsError::Io { op: "mmap", source })?;
+    Ok((fd, map))
+}
+
+/// Maps a segment received from the peer: checks that it is sealed against shrinking and that
+/// its size (from `fstat`) is within bounds, then maps all of it shared, read-write.
+pub fn map_segment(fd: BorrowedFd<'_>) -> Result<MmapRaw, OsError> {
+    let seals = rustix::fs::fcntl_get_seals(fd).map_err(OsError::io("fcntl(F_GET_SEALS)"))?;
+    if !seals.contains(SealFlags::SHRINK) {
+        return Err(OsError::NotSealed {
+            seals: seals.bits(),
+        });
+    }
+    let st = rustix::fs::fstat(fd).map_err(OsError::io("fstat"))?;
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    if size < HEADER_LEN as u64 || size > MAX_SEGMENT_LEN {
+        return Err(OsError::BadSegmentSize {
+            len: size,
+            min: HEADER_LEN,
+        });
+    }
+    let len = usize::try_from(size).map_err(|_| OsError::BadSegmentSize {
+        len: size,
+        min: HEADER_LEN,
+    })?;
+    MmapOptions::new()
+        .len(len)
+        .map_raw(&fd)
+        .map_err(|source| OsError::Io { op: "mmap", source })
+}
+
+/// A new eventfd (`EFD_CLOEXEC | EFD_NONBLOCK`, counter 0) to register with tokio's `AsyncFd`.
+pub fn eventfd() -> Result<OwnedFd, OsError> {
+    rustix_eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+        .map_err(OsError::io("eventfd"))
+}
+
+/// Adds 1 to an eventfd's counter (wakes its waiter). A saturated counter (`EAGAIN`) already
+/// means "wake", so it is not an error.
+pub fn eventfd_signal(fd: BorrowedFd<'_>) -> Result<(), OsError> {
+    match rustix::io::write(fd, &1u64.to_ne_bytes()) {
+        Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+        Err(e) => Err(OsError::io("eventfd write")(e)),
+    }
+}
+
+/// Reads and resets a non-blocking eventfd's counter; `Err` with `WouldBlock` when it was 0
+/// (so that `AsyncFd::try_io` clears readiness, LESSONS 17).
+pub fn eventfd_drain(fd: BorrowedFd<'_>) -> Result<u64, OsError> {
+    let mut b = [0u8; 8];
+    rustix::io::read(fd, &mut b).map_err(OsError::io("eventfd read"))?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// A pidfd for `pid` (close-on-exec); it becomes readable when the process exits.
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd, OsError> {
+    let pid = rustix::process::Pid::from_raw(pid).ok_or(OsError::Io {
+        op: "pidfd_open",
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+    })?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(OsError::io("pidfd_open"))
+}
+
+/// This process's id.
+pub fn current_pid() -> i32 {
+    rustix::process::getpid().as_raw_nonzero().get()
+}
+
+/// Sends `bytes` (at least one) with `fds` attached (`SCM_RIGHTS`, at most [`MAX_FDS`]).
+/// Returns how many bytes the kernel took; on a stream socket the caller sends any rest
+/// without descriptors.
+pub fn send_fds(sock: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<usize, OsError> {
+    if fds.len() > MAX_FDS {
+        return Err(OsError::TooManyFds {
+            got: fds.len(),
+            max: MAX_FDS,
+        });
+    }
+    if bytes.is_empty() {
+        return Err(OsError::EmptyMessage);
+    }
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !cmsg.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(OsError::TooManyFds {
+            got: fds.len(),
+            max: MAX_FDS,
+        });
+    }
+    rustix::net::sendmsg(sock, &[IoSlice::new(bytes)], &mut cmsg, SendFlags::NOSIGNAL)
+        .map_err(OsError::io("sendmsg"))
+}
+
+/// Receives bytes into `buf` and up to `max_fds` (≤ [`MAX_FDS`]) descriptors, close-on-exec.
+/// `Ok((0, _))` means the peer closed the socket. Descriptors beyond `max_fds`, or a truncated
+/// control message, are an error (the received descriptors are closed).
+pub fn recv_fds(
+    sock: impl AsFd,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> Result<(usize, Vec<OwnedFd>), OsError> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+    let r = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut cmsg,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(OsError::io("recvmsg"))?;
+    let mut fds = Vec::new();
+    for msg in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(iter) = msg {
+            fds.extend(iter);
+        }
+    }
+    if r.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(OsError::FdsTruncated);
+    }
+    if fds.len() > max_fds.min(MAX_FDS) {
+        return Err(OsError::TooManyFds {
+            got: fds.len(),
+            max: max_fds.min(MAX_FDS),
+        });
+    }
+    Ok((r.bytes, fds))
+}
+
+/// Registers an owned descriptor with the current tokio reactor for readability.
+///
+/// Must be called inside a tokio runtime.
+pub fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is a valid open descriptor that nobody else can close; the `AsyncFd`
+    // owns it from here on, so it stays open and refers to the same file description, and
+    // `as_raw_fd` always returns that same number, for the `AsyncFd`'s whole life.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn lesson_22_segment_sealed_against_truncation() {
+        let (fd, a) = create_segment(8192).unwrap();
+        let seals = rustix::fs::fcntl_get_seals(&fd).unwrap();
+        assert!(seals.contains(SEGMENT_SEALS));
+        // Shrinking is refused by the kernel.
+        assert!(rustix::fs::ftruncate(&fd, 100).is_err());
+        let b = map_segment(fd.as_fd()).unwrap();
+        assert_eq!(b.len(), 8192);
+        // SAFETY: test-only: both mappings are valid for 8192 bytes and nothing else touches
+        // them; byte writes and reads through raw pointers are not references.
+        unsafe {
+            a.as_mut_ptr().add(100).write_volatile(42);
+            assert_eq!(b.as_ptr().add(100).read_volatile(), 42);
+        }
+        assert!(matches!(
+            create_segment(10),
+            Err(OsError::BadSegmentSize { len: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn unsealed_file_is_refused() {
+        let fd = rustix::fs::memfd_create("plain", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        assert!(matches!(
+            map_segment(fd.as_fd()),
+            Err(OsError::NotSealed { .. })
+        ));
+        let fd = rustix::fs::memfd_create("small", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+            .unwrap();
+        rustix::fs::ftruncate(&fd, 8).unwrap();
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK).unwrap();
+        assert!(matches!(
+            map_segment(fd.as_fd()),
+            Err(OsError::BadSegmentSize { len: 8, .. })
+        ));
+    }
+
+    #[test]
+    fn eventfd_signal_and_drain() {
+        let e = eventfd().unwrap();
+        let err = eventfd_drain(e.as_fd()).unwrap_err();
+        assert!(err.is_would_block());
+        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::WouldBlock);
+        eventfd_signal(e.as_fd()).unwrap();
+        eventfd_signal(e.as_fd()).unwrap();
+        assert_eq!(eventfd_drain(e.as_fd()).unwrap(), 2);
+        assert!(eventfd_drain(e.as_fd()).unwrap_err().is_would_block());
+        let flags = rustix::io::fcntl_getfd(&e).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+
+    #[test]
+    fn lesson_20_fds_travel_close_on_exec() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (seg, map) = create_segment(4096).unwrap();
+        let ev = eventfd().unwrap();
+        assert_eq!(
+            send_fds(&a, b"hello", &[seg.as_fd(), ev.as_fd()]).unwrap(),
+            5
+        );
+        let mut buf = [0u8; 16];
+        let (n, fds) = recv_fds(&b, &mut buf, 2).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(fds.len(), 2);
+        for fd in &fds {
+            let flags = rustix::io::fcntl_getfd(fd).unwrap();
+            assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        }
+        // The received segment maps the same memory.
+        let other = map_segment(fds[0].as_fd()).unwrap();
+        // SAFETY: test-only raw byte accesses within both 4096-byte mappings.
+        unsafe {
+            map.as_mut_ptr().write_volatile(7);
+            assert_eq!(other.as_ptr().read_volatile(), 7);
+        }
+        // The received eventfd is the same counter.
+        eventfd_signal(fds[1].as_fd()).unwrap();
+        assert_eq!(eventfd_drain(ev.as_fd()).unwrap(), 1);
+
+        // Limits are enforced.
+        let many: Vec<_> = (0..MAX_FDS + 1).map(|_| ev.as_fd()).collect();
+        assert!(matches!(
+            send_fds(&a, b"x", &many),
+            Err(OsError::TooManyFds { got: 9, max: 8 })
+        ));
+        assert!(matches!(
+            send_fds(&a, b"", &[ev.as_fd()]),
+            Err(OsError::EmptyMessage)
+        ));
+        send_fds(&a, b"y", &[ev.as_fd(), ev.as_fd(), ev.as_fd()]).unwrap();
+        assert!(matches!(
+            recv_fds(&b, &mut buf, 2),
+            Err(OsError::TooManyFds { got: 3, max: 2 })
+        ));
+        // Hang-up is seen as a 0-byte read.
+        drop(a);
+        let (n, fds) = recv_fds(&b, &mut buf, 2).unwrap();
+        assert_eq!((n, fds.len()), (0, 0));
+    }
+
+    #[test]
+    fn pidfd_of_self() {
+        let fd = pidfd_open(current_pid()).unwrap();
+        assert!(
+            rustix::io::fcntl_getfd(&fd)
+                .unwrap()
+                .contains(rustix::io::FdFlags::CLOEXEC)
+        );
+        assert!(pidfd_open(0).is_err());
+    }
+}

@@ -1,0 +1,524 @@
+//! Single-producer single-consumer rings over atomic views of shared memory.
+//!
+//! A ring region is `CONTROL_WORDS + capacity × W` `u64` words:
+//!
+//! ```text
+//! word 0  head             (producer's cache line: written only by the producer)
+//! word 1  producer_parked  (producer waits for space; set by the producer)
+//! word 8  tail             (consumer's cache line: written only by the consumer)
+//! word 9  consumer_parked  (consumer waits for entries; set by the consumer)
+//! word 16 entry 0 (W words), entry 1, …
+//! ```
+//!
+//! Indices are monotonically increasing `u64`s; the slot of index `i` is `i & (capacity - 1)`
+//! with the capacity taken from the **process-local** geometry (LESSONS 3). Each side keeps its own
+//! index privately and only *publishes* it; the index written by the other side is validated on
+//! every read (the producer's head must stay within `[last seen head, tail + capacity]`, the
+//! consumer's tail within `[last seen tail, head]`), so a hostile peer produces a
+//! [`RingError`], never an out-of-range access or a panic.
+//!
+//! Entries are written with `Relaxed` stores and published by a `Release` store of the head;
+//! the consumer loads the head with `Acquire`, reads the entry with `Relaxed` loads and gives the
+//! room back with a `Release` store of the tail.
+//!
+//! # Parking (waking without system calls on the hot path)
+//!
+//! Both sides use the same Dekker-style handshake, with a `SeqCst` fence between "store my
+//! flag/index" and "load the other side's index/flag", so that at least one side sees the other:
+//!
+//! * A **consumer** that found the ring empty calls [`Consumer::prepare_park`]: it sets
+//!   `consumer_parked`, fences, and re-checks the head. `Ok(true)` means it may sleep (on its
+//!   eventfd); `Ok(false)` means entries arrived meanwhile (the flag is already cleared). After
+//!   waking it calls [`Consumer::unpark`] and pops again.
+//! * A **producer**, after [`Producer::try_push`], calls [`Producer::consumer_needs_wake`]: a
+//!   fence, then an atomic swap of `consumer_parked` to 0. Only if it returns `true` does the
+//!   caller write the consumer's eventfd — once per park, never when nobody sleeps (LESSONS 14,
+//!   18).
+//! * The mirror image serves a producer that waits for space: [`Producer::prepare_park`] /
+//!   [`Producer::unpark`], and the consumer calls [`Consumer::producer_needs_wake`] after
+//!   popping.
+
+use std::ops::Deref;
+
+use crate::sync::{AtomicU64, Ordering, fence};
+
+/// Words of the control block (two cache lines).
+pub const CONTROL_WORDS: usize = 16;
+/// Words per descriptor entry (64 bytes).
+pub const DESC_WORDS: usize = 8;
+/// Words per completion entry.
+pub const COMPLETION_WORDS: usize = 1;
+
+const HEAD: usize = 0;
+const PRODUCER_PARKED: usize = 1;
+const TAIL: usize = 8;
+const CONSUMER_PARKED: usize = 9;
+
+/// Number of `u64` words a ring of `capacity` entries of `entry_words` words occupies.
+pub const fn ring_words(capacity: u32, entry_words: usize) -> usize {
+    CONTROL_WORDS + capacity as usize * entry_words
+}
+
+/// Why a ring could not be used: bad local parameters, or an index the peer published that
+/// breaks the protocol (then the session must be closed as corrupt).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    /// The capacity is zero or not a power of two.
+    #[error("ring capacity {capacity} is not a non-zero power of two")]
+    BadCapacity {
+        /// The capacity given.
+        capacity: u32,
+    },
+    /// The region is too small for the capacity.
+    #[error("ring region has {words} words, needs {needed}")]
+    RegionTooSmall {
+        /// Words given.
+        words: usize,
+        /// Words needed.
+        needed: usize,
+    },
+    /// The producer's published head is outside `[min, max]` (went backwards, or claims more
+    /// entries than the ring holds).
+    #[error("ring head {head} is outside the valid range [{min}, {max}]")]
+    HeadOutOfRange {
+        /// Head read from shared memory.
+        head: u64,
+        /// Smallest valid value (last head seen).
+        min: u64,
+        /// Largest valid value (tail + capacity).
+        max: u64,
+    },
+    /// The consumer's published tail is outside `[min, max]` (went backwards, or past the head).
+    #[error("ring tail {tail} is outside the valid range [{min}, {max}]")]
+    TailOutOfRange {
+        /// Tail read from shared memory.
+        tail: u64,
+        /// Smallest valid value (last tail seen).
+        min: u64,
+        /// Largest valid value (the head).
+        max: u64,
+    },
+}
+
+/// Why [`Producer::try_push`] did not push.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The ring is full right now; wait (see [`Producer::prepare_park`]) and retry.
+    #[error("the ring is full")]
+    Full,
+    /// The consumer published an invalid tail.
+    #[error(transparent)]
+    Corrupt(#[from] RingError),
+}
+
+fn check_region(words: usize, capacity: u32, w: usize) -> Result<u64, RingError> {
+    if capacity == 0 || !capacity.is_power_of_two() {
+        return Err(RingError::BadCapacity { capacity });
+    }
+    let needed = ring_words(capacity, w);
+    if words < needed {
+        return Err(RingError::RegionTooSmall { words, needed });
+    }
+    Ok(u64::from(capacity))
+}
+
+/// `true` when `x` lies in the wrapping interval `[lo, hi]`.
+fn within(x: u64, lo: u64, hi: u64) -> bool {
+    x.wrapping_sub(lo) <= hi.wrapping_sub(lo)
+}
+
+/// The producing end of a ring of `W`-word entries. Exactly one may exist per ring; it needs
+/// `&mut self` to push, so concurrent senders must serialise (LESSONS 1).
+#[derive(Debug)]
+pub struct Producer<S, const W: usize> {
+    words: S,
+    cap: u64,
+    head: u64,
+    cached_tail: u64,
+}
+
+/// The consuming end of a ring of `W`-word entries. Exactly one may exist per ring.
+#[derive(Debug)]
+pub struct Consumer<S, const W: usize> {
+    words: S,
+    cap: u64,
+    tail: u64,
+    cached_head: u64,
+}
+
+/// Producer of the descriptor ring.
+pub type DescProducer<S> = Producer<S, DESC_WORDS>;
+/// Consumer of the descriptor ring.
+pub type DescConsumer<S> = Consumer<S, DESC_WORDS>;
+/// Producer of the completion ring (the receiver, giving slots back).
+pub type CompletionProducer<S> = Producer<S, COMPLETION_WORDS>;
+/// Consumer of the completion ring (the sender, taking slots back).
+pub type CompletionConsumer<S> = Consumer<S, COMPLETION_WORDS>;
+
+impl<S: Deref<Target = [AtomicU64]>, const W: usize> Producer<S, W> {
+    /// Attaches as the producer, resynchronising the private head from the ring's published
+    /// head (LESSONS 2: a re-attached producer continues where the ring is, not at 0).
+    pub fn attach(words: S, capacity: u32) -> Result<Self, RingError> {
+        let cap = check_region(words.len(), capacity, W)?;
+        let head = words[HEAD].load(Ordering::Acquire);
+        let tail = words[TAIL].load(Ordering::Acquire);
+        let (min, max) = (head.wrapping_sub(cap), head);
+        if !within(tail, min, max) {
+            return Err(RingError::TailOutOfRange { tail, min, max });
+        }
+        Ok(Producer {
+            words,
+            cap,
+            head,
+            cached_tail: tail,
+        })
+    }
+
+    /// Index of the next entry to publish.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Capacity in entries (from the local geometry).
+    pub fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    fn load_tail(&mut self) -> Result<u64, RingError> {
+        let tail = self.words[TAIL].load(Ordering::Acquire);
+        if !within(tail, self.cached_tail, self.head) {
+            return Err(RingError::TailOutOfRange {
+                tail,
+                min: self.cached_tail,
+                max: self.head,
+            });
+        }
+        self.cached_tail = tail;
+        Ok(tail)
+    }
+
+    /// Number of entries that can be pushed right now (reads the consumer's tail).
+    pub fn free_space(&mut self) -> Result<u64, RingError> {
+        let tail = self.load_tail()?;
+        Ok(self.cap - self.head.wrapping_sub(tail))
+    }
+
+    /// Publishes one entry, or reports [`PushError::Full`].
+    pub fn try_push(&mut self, entry: &[u64; W]) -> Result<(), PushError> {
+        if self.head.wrapping_sub(self.cached_tail) >= self.cap {
+            let tail = self.load_tail()?;
+            if self.head.wrapping_sub(tail) >= self.cap {
+                return Err(PushError::Full);
+            }
+        }
+        // `head & (cap - 1) < cap` and the region holds `cap * W` entry words (checked at
+        // attach), so the indices below are in bounds.
+        let base = CONTROL_WORDS + (self.head & (self.cap - 1)) as usize * W;
+        for (i, w) in entry.iter().enumerate() {
+            self.words[base + i].store(*w, Ordering::Relaxed);
+        }
+        self.head = self.head.wrapping_add(1);
+        self.words[HEAD].store(self.head, Ordering::Release);
+        Ok(())
+    }
+
+    /// Call after publishing: `true` (once per park) when the consumer announced it sleeps, so
+    /// the caller must write the consumer's eventfd. Clears the flag.
+    pub fn consumer_needs_wake(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.words[CONSUMER_PARKED].load(Ordering::SeqCst) != 0
+            && self.words[CONSUMER_PARKED].swap(0, Ordering::SeqCst) != 0
+    }
+
+    /// The ring was full: announce that this producer waits for space, then re-check.
+    /// `Ok(true)`: still full, the caller may sleep until the consumer wakes it.
+    /// `Ok(false)`: space appeared meanwhile (the flag is cleared again); retry the push.
+    pub fn prepare_park(&mut self) -> Result<bool, RingError> {
+        self.words[PRODUCER_PARKED].store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let tail = self.load_tail()?;
+        if self.head.wrapping_sub(tail) >= self.cap {
+            Ok(true)
+        } else {
+            self.unpark();
+            Ok(false)
+        }
+    }
+
+    /// Withdraws the "waiting for space" announcement (after waking, or when giving up).
+    pub fn unpark(&self) {
+        self.words[PRODUCER_PARKED].store(0, Ordering::SeqCst);
+    }
+}
+
+impl<S: Deref<Target = [AtomicU64]>, const W: usize> Consumer<S, W> {
+    /// Attaches as the consumer, resynchronising the private tail from the ring.
+    pub fn attach(words: S, capacity: u32) -> Result<Self, RingError> {
+        let cap = check_region(words.len(), capacity, W)?;
+        let tail = words[TAIL].load(Ordering::Acquire);
+        let head = words[HEAD].load(Ordering::Acquire);
+        let (min, max) = (tail, tail.wrapping_add(cap));
+        if !within(head, min, max) {
+            return Err(RingError::HeadOutOfRange { head, min, max });
+        }
+        Ok(Consumer {
+            words,
+            cap,
+            tail,
+            cached_head: head,
+        })
+    }
+
+    /// Index of the next entry to consume.
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Capacity in entries (from the local geometry).
+    pub fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    fn load_head(&mut self) -> Result<u64, RingError> {
+        let head = self.words[HEAD].load(Ordering::Acquire);
+        let max = self.tail.wrapping_add(self.cap);
+        if !within(head, self.cached_head, max) {
+            return Err(RingError::HeadOutOfRange {
+                head,
+                min: self.cached_head,
+                max,
+            });
+        }
+        self.cached_head = head;
+        Ok(head)
+    }
+
+    /// Number of entries ready to pop (reads the producer's head, validating it).
+    pub fn len(&mut self) -> Result<u64, RingError> {
+        let head = self.load_head()?;
+        Ok(head.wrapping_sub(self.tail))
+    }
+
+    /// True when no entry is ready.
+    pub fn is_empty(&mut self) -> Result<bool, RingError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Takes the next entry, `Ok(None)` when the ring is empty. The slot is given back to the
+    /// producer at once (`Release` store of the tail).
+    pub fn try_pop(&mut self) -> Result<Option<[u64; W]>, RingError> {
+        if self.cached_head == self.tail && self.load_head()? == self.tail {
+            return Ok(None);
+        }
+        let base = CONTROL_WORDS + (self.tail & (self.cap - 1)) as usize * W;
+        let mut out = [0u64; W];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.words[base + i].load(Ordering::Relaxed);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        self.words[TAIL].store(self.tail, Ordering::Release);
+        Ok(Some(out))
+    }
+
+    /// The ring was empty: announce that this consumer sleeps, then re-check.
+    /// `Ok(true)`: still empty, the caller may sleep on its eventfd.
+    /// `Ok(false)`: entries arrived meanwhile (the flag is cleared again); pop them.
+    pub fn prepare_park(&mut self) -> Result<bool, RingError> {
+        self.words[CONSUMER_PARKED].store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.load_head()? == self.tail {
+            Ok(true)
+        } else {
+            self.unpark();
+            Ok(false)
+        }
+    }
+
+    /// Withdraws the "sleeping" announcement (after waking, or when giving up).
+    pub fn unpark(&self) {
+        self.words[CONSUMER_PARKED].store(0, Ordering::SeqCst);
+    }
+
+    /// Call after popping: `true` (once per park) when the producer waits for space, so the
+    /// caller must write the producer's eventfd. Clears the flag.
+    pub fn producer_needs_wake(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.words[PRODUCER_PARKED].load(Ordering::SeqCst) != 0
+            && self.words[PRODUCER_PARKED].swap(0, Ordering::SeqCst) != 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn region(cap: u32, w: usize) -> Arc<[AtomicU64]> {
+        (0..ring_words(cap, w)).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn push_pop_in_order_with_wrap_around() {
+        let r = region(4, DESC_WORDS);
+        let mut p = DescProducer::attach(r.clone(), 4).unwrap();
+        let mut c = DescConsumer::attach(r.clone(), 4).unwrap();
+        let mut next_pop = 0u64;
+        for i in 0..100u64 {
+            let e = [i, i + 1, i + 2, i + 3, i + 4, i + 5, i + 6, i + 7];
+            match p.try_push(&e) {
+                Ok(()) => {}
+                Err(PushError::Full) => {
+                    assert_eq!(p.head() - next_pop, 4);
+                    let got = c.try_pop().unwrap().unwrap();
+                    assert_eq!(got[0], next_pop);
+                    assert_eq!(got[7], next_pop + 7);
+                    next_pop += 1;
+                    p.try_push(&e).unwrap();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        while let Some(got) = c.try_pop().unwrap() {
+            assert_eq!(got[0], next_pop);
+            next_pop += 1;
+        }
+        assert_eq!(next_pop, 100);
+        assert!(c.is_empty().unwrap());
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        let r = region(4, 1);
+        assert_eq!(
+            Producer::<_, 1>::attach(r.clone(), 3).unwrap_err(),
+            RingError::BadCapacity { capacity: 3 }
+        );
+        assert_eq!(
+            Consumer::<_, 1>::attach(r.clone(), 8).unwrap_err(),
+            RingError::RegionTooSmall {
+                words: 20,
+                needed: 24
+            }
+        );
+    }
+
+    #[test]
+    fn hostile_head_is_corrupt_not_panic() {
+        let r = region(4, 1);
+        let mut c = Consumer::<_, 1>::attach(r.clone(), 4).unwrap();
+        r[HEAD].store(5, Ordering::Relaxed); // more than capacity ahead of tail 0
+        assert_eq!(
+            c.try_pop().unwrap_err(),
+            RingError::HeadOutOfRange {
+                head: 5,
+                min: 0,
+                max: 4
+            }
+        );
+        r[HEAD].store(2, Ordering::Relaxed);
+        assert!(c.try_pop().unwrap().is_some());
+        assert!(c.try_pop().unwrap().is_some());
+        r[HEAD].store(1, Ordering::Relaxed); // went backwards
+        assert_eq!(
+            c.try_pop().unwrap_err(),
+            RingError::HeadOutOfRange {
+                head: 1,
+                min: 2,
+                max: 6
+            }
+        );
+        r[HEAD].store(u64::MAX, Ordering::Relaxed);
+        assert!(matches!(
+            c.prepare_park(),
+            Err(RingError::HeadOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn hostile_tail_is_corrupt_not_panic() {
+        let r = region(2, 1);
+        let mut p = Producer::<_, 1>::attach(r.clone(), 2).unwrap();
+        p.try_push(&[1]).unwrap();
+        p.try_push(&[2]).unwrap();
+        r[TAIL].store(3, Ordering::Relaxed); // past the head
+        assert_eq!(
+            p.try_push(&[3]).unwrap_err(),
+            PushError::Corrupt(RingError::TailOutOfRange {
+                tail: 3,
+                min: 0,
+                max: 2
+            })
+        );
+        r[TAIL].store(1, Ordering::Relaxed);
+        p.try_push(&[3]).unwrap();
+        r[TAIL].store(0, Ordering::Relaxed); // went backwards
+        assert!(matches!(
+            p.try_push(&[4]),
+            Err(PushError::Corrupt(RingError::TailOutOfRange { .. }))
+        ));
+        // Attaching to a ring whose tail is beyond its head is refused too.
+        let r = region(2, 1);
+        r[TAIL].store(9, Ordering::Relaxed);
+        assert!(Producer::<_, 1>::attach(r.clone(), 2).is_err());
+        r[HEAD].store(20, Ordering::Relaxed);
+        assert!(Consumer::<_, 1>::attach(r, 2).is_err());
+    }
+
+    #[test]
+    fn lesson_02_reattach_resyncs_head() {
+        let r = region(4, 1);
+        {
+            let mut p = Producer::<_, 1>::attach(r.clone(), 4).unwrap();
+            let mut c = Consumer::<_, 1>::attach(r.clone(), 4).unwrap();
+            for i in 0..10 {
+                p.try_push(&[i]).unwrap();
+                assert_eq!(c.try_pop().unwrap(), Some([i]));
+            }
+            p.try_push(&[10]).unwrap();
+        } // producer "dies" with one entry unconsumed; consumer goes too
+        let mut p = Producer::<_, 1>::attach(r.clone(), 4).unwrap();
+        assert_eq!(p.head(), 11);
+        let mut c = Consumer::<_, 1>::attach(r.clone(), 4).unwrap();
+        assert_eq!(c.tail(), 10);
+        // Not "full forever": three more fit, then full.
+        for i in 11..14 {
+            p.try_push(&[i]).unwrap();
+        }
+        assert_eq!(p.try_push(&[99]), Err(PushError::Full));
+        for i in 10..14 {
+            assert_eq!(c.try_pop().unwrap(), Some([i]));
+        }
+        assert_eq!(c.try_pop().unwrap(), None);
+    }
+
+    #[test]
+    fn lesson_18_wake_only_a_parked_peer_once() {
+        let r = region(2, 1);
+        let mut p = Producer::<_, 1>::attach(r.clone(), 2).unwrap();
+        let mut c = Consumer::<_, 1>::attach(r.clone(), 2).unwrap();
+        // Nobody parked: no wake (no syscall on the hot path).
+        p.try_push(&[1]).unwrap();
+        assert!(!p.consumer_needs_wake());
+        // Data present: the consumer must not sleep, and its flag is withdrawn.
+        assert!(!c.prepare_park().unwrap());
+        assert_eq!(r[CONSUMER_PARKED].load(Ordering::Relaxed), 0);
+        assert_eq!(c.try_pop().unwrap(), Some([1]));
+        // Empty: it may sleep; the next push wakes it exactly once.
+        assert!(c.prepare_park().unwrap());
+        p.try_push(&[2]).unwrap();
+        assert!(p.consumer_needs_wake());
+        p.try_push(&[3]).unwrap();
+        assert!(!p.consumer_needs_wake());
+        c.unpark();
+        // Producer waits for space; the consumer's pop wakes it once.
+        assert_eq!(p.try_push(&[4]), Err(PushError::Full));
+        assert!(p.prepare_park().unwrap());
+        assert_eq!(r[PRODUCER_PARKED].load(Ordering::Relaxed), 1);
+        assert_eq!(c.try_pop().unwrap(), Some([2]));
+        assert!(c.producer_needs_wake());
+        assert!(!c.producer_needs_wake());
+        p.unpark();
+        assert!(!p.prepare_park().unwrap()); // space now: do not sleep
+        p.try_push(&[4]).unwrap();
+    }
+}

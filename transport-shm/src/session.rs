@@ -1,0 +1,889 @@
+//! The async session: one endpoint of a pair over a shared segment, implementing `Transport`.
+//!
+//! Concurrency: the transmit side (descriptor producer, completion consumer, slot pool) and the
+//! receive side (descriptor consumer, held set, completion producer) each sit behind one short
+//! `std::sync::Mutex` that is never held across an `.await`, so any number of tasks may send and
+//! receive at once while each ring keeps exactly one producer and one consumer (LESSONS 1).
+//!
+//! Waiting: a task that finds nothing to do spins briefly, then announces it parks (a flag in
+//! shared memory, see [`crate::ring`]) and awaits its own eventfd through tokio's `AsyncFd`.
+//! The peer writes that eventfd only when the flag is set, so busy peers make no system calls.
+//! Peer liveness comes from the session socket, watched by one small task per session.
+
+use crate::descriptor::{DescPayload, Descriptor, INLINE_MAX, SlotRef};
+use crate::layout::{Direction, Side};
+use crate::mapping::SharedWords as Words;
+use crate::pool::{HeldSet, SenderPool};
+use crate::ring::{CompletionConsumer, CompletionProducer, DescConsumer, DescProducer, PushError};
+use crate::segment::Segment;
+use bytes::Bytes;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+use transport_api::{
+    Counters, Frame, FrameHeader, LeaseOwner, Payload, Result, Stats, Transport, TransportError,
+    TrySendError, TxBuf,
+};
+
+/// Message bytes on the session socket.
+pub(crate) const MSG_READY: u8 = b'R';
+pub(crate) const MSG_CLOSE: u8 = b'C';
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections only move ring indices and pool bookkeeping that is consistent at every
+    // statement boundary relevant to a panic (none of them panics on peer input), so a poisoned
+    // lock carries no broken invariant.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The mapped segment and what is fixed for the session's life.
+pub(crate) struct Link {
+    pub(crate) seg: Segment,
+    pub(crate) side: Side,
+    /// A duplicate of the session socket: kept open as long as any slot of this segment may be
+    /// in use here (received payloads, leased buffers), so the peer sees our hang-up only when
+    /// nothing here can touch its memory any more.
+    pub(crate) sock: OwnedFd,
+    /// The peer's eventfd.
+    pub(crate) peer_bell: OwnedFd,
+    pub(crate) counters: Counters,
+}
+
+impl Link {
+    /// Pointer and size of a validated slot of direction `dir`.
+    fn slot_ptr(&self, dir: Direction, slot: SlotRef) -> Option<(std::ptr::NonNull<u8>, usize)> {
+        let b = self.seg.slot(dir, slot).ok()?;
+        Some((b.as_ptr(), b.len()))
+    }
+
+    fn ring_peer(&self) {
+        self.counters.wake_syscalls.fetch_add(1, Ordering::Relaxed);
+        let _ = crate::os::eventfd_signal(self.peer_bell.as_fd());
+    }
+}
+
+struct TxState {
+    ring: DescProducer<Words>,
+    completions: CompletionConsumer<Words>,
+    pool: SenderPool,
+    /// The receiver is gone: its completions no longer come; in-flight slots were reclaimed.
+    reclaimed: bool,
+}
+
+/// Transmit side; also the owner of leased buffers.
+struct TxShared {
+    /// Keeps the mapping (and our end of the socket) alive while leased buffers exist.
+    _link: Arc<Link>,
+    state: Mutex<TxState>,
+    /// Tasks waiting for a slot; woken when a leased buffer is dropped unsent.
+    slot_freed: Notify,
+}
+
+impl TxShared {
+    /// Takes every returned slot back. Errors mean the peer forged an entry.
+    fn drain_completions(st: &mut TxState) -> Result<usize> {
+        if st.reclaimed {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while let Some([entry]) = st
+            .completions
+            .try_pop()
+            .map_err(|e| TransportError::corrupt(format!("completion ring: {e}")))?
+        {
+            st.pool.complete(entry).map_err(|e| {
+                TransportError::corrupt(format!("completion entry {entry:#x}: {e}"))
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl LeaseOwner for TxShared {
+    fn release(&self, token: u64) {
+        let slot = SlotRef::from_entry(token);
+        if let Err(e) = lock(&self.state).pool.free_leased(slot) {
+            // Only reachable through a bug here (tokens are ours), never through the peer.
+            tracing::error!(backend = "shm", ?slot, error = %e, "releasing an unsent buffer failed");
+        }
+        self.slot_freed.notify_waiters();
+    }
+}
+
+struct RxState {
+    ring: DescConsumer<Words>,
+    completions: CompletionProducer<Words>,
+    held: HeldSet,
+}
+
+/// Receive side.
+struct RxShared {
+    seg: Arc<Link>,
+    state: Mutex<RxState>,
+    held_bytes: AtomicU64,
+}
+
+impl RxShared {
+    /// Gives a slot back to the sender through the completion ring.
+    fn give_back(&self, st: &mut RxState, slot: SlotRef) {
+        let _ = st.held.remove(slot);
+        match st.completions.try_push(&[slot.to_entry()]) {
+            Ok(()) => {
+                if st.completions.consumer_needs_wake() {
+                    self.seg.ring_peer();
+                }
+            }
+            // The ring holds every slot of the direction, so it can only be full if the peer
+            // stopped draining it while also publishing more slots than exist: it is broken or
+            // gone, and the slot is simply not returned.
+            Err(PushError::Full | PushError::Corrupt(_)) => {
+                tracing::debug!(
+                    backend = "shm",
+                    ?slot,
+                    "completion ring unusable; slot not returned"
+                )
+            }
+        }
+    }
+}
+
+/// A received payload living in the sender's slot; returns the slot when dropped.
+struct RxSlot {
+    rx: Arc<RxShared>,
+    slot: SlotRef,
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    size: usize,
+}
+
+// SAFETY: the pointer refers to shared memory kept mapped by `rx.seg` (an `Arc`), and the slot
+// is reserved for this value until it is dropped; reading it from any thread is fine.
+unsafe impl Send for RxSlot {}
+// SAFETY: as above; only shared reads are exposed.
+unsafe impl Sync for RxSlot {}
+
+impl AsRef<[u8]> for RxSlot {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` lies inside a validated slot of the mapping (`len <= slot size`
+        // was checked when decoding the descriptor), the mapping outlives `self` through
+        // `rx.seg`, and the sender does not reuse the slot before we return it on drop. A hostile
+        // sender may still scribble over these bytes: they are plain bytes with no invariant.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for RxSlot {
+    fn drop(&mut self) {
+        self.rx
+            .held_bytes
+            .fetch_sub(self.size as u64, Ordering::Relaxed);
+        let mut st = lock(&self.rx.state);
+        self.rx.give_back(&mut st, self.slot);
+    }
+}
+
+/// Session status flags, process-local.
+#[derive(Default)]
+struct Status {
+    closed: AtomicBool,
+    peer_closed: AtomicBool,
+    peer_gone: AtomicBool,
+    corrupt: Mutex<Option<String>>,
+}
+
+struct Inner {
+    seg: Arc<Link>,
+    tx: Arc<TxShared>,
+    rx: Arc<RxShared>,
+    owner: Arc<dyn LeaseOwner>,
+    bell: AsyncFd<OwnedFd>,
+    /// Wakes local waiters on status changes and after a doorbell drain.
+    local: Notify,
+    waiters: AtomicUsize,
+    status: Status,
+    spin: Duration,
+    max_payload: usize,
+}
+
+/// One endpoint of a shared-memory pair session. `Send + Sync`; share it with `Arc` between
+/// tasks. See the crate documentation for the guarantees.
+pub struct ShmTransport {
+    inner: Arc<Inner>,
+    watcher: tokio::task::AbortHandle,
+}
+
+/// Parts needed to start a session (after the handshake).
+pub(crate) struct SessionParts {
+    pub(crate) seg: Segment,
+    pub(crate) side: Side,
+    pub(crate) sock: OwnedFd,
+    pub(crate) my_bell: OwnedFd,
+    pub(crate) peer_bell: OwnedFd,
+    pub(crate) spin: Duration,
+}
+
+impl ShmTransport {
+    /// Builds the endpoint and starts the liveness watcher. Must run inside a tokio runtime.
+    pub(crate) fn start(p: SessionParts) -> Result<ShmTransport> {
+        let keep = p.sock.try_clone()?;
+        let corrupt = |what: &'static str| {
+            move |e: crate::ring::RingError| TransportError::corrupt(format!("{what}: {e}"))
+        };
+        let (txd, rxd) = (p.side.tx(), p.side.rx());
+        let tx_state = TxState {
+            ring: p.seg.desc_producer(txd).map_err(corrupt("transmit ring"))?,
+            completions: p
+                .seg
+                .completion_consumer(txd)
+                .map_err(corrupt("completion ring"))?,
+            pool: SenderPool::new(p.seg.layout().geometry()),
+            reclaimed: false,
+        };
+        let rx_state = RxState {
+            ring: p.seg.desc_consumer(rxd).map_err(corrupt("receive ring"))?,
+            completions: p
+                .seg
+                .completion_producer(rxd)
+                .map_err(corrupt("return ring"))?,
+            held: HeldSet::new(p.seg.layout().geometry()),
+        };
+        p.seg.mark_attached(p.side, crate::os::current_pid());
+        let link = Arc::new(Link {
+            seg: p.seg,
+            side: p.side,
+            sock: keep,
+            peer_bell: p.peer_bell,
+            counters: Counters::default(),
+        });
+        let max_payload = tx_state.pool.max_payload();
+        let tx = Arc::new(TxShared {
+            _link: link.clone(),
+            state: Mutex::new(tx_state),
+            slot_freed: Notify::new(),
+        });
+        let rx = Arc::new(RxShared {
+            seg: link.clone(),
+            state: Mutex::new(rx_state),
+            held_bytes: AtomicU64::new(0),
+        });
+        let inner = Arc::new(Inner {
+            seg: link,
+            owner: tx.clone(),
+            tx,
+            rx,
+            bell: crate::os::async_readable(p.my_bell)?,
+            local: Notify::new(),
+            waiters: AtomicUsize::new(0),
+            status: Status::default(),
+            spin: p.spin,
+            max_payload,
+        });
+        let sock = crate::os::async_readable(p.sock)?;
+        let watcher = tokio::spawn(watch(sock, Arc::downgrade(&inner))).abort_handle();
+        tracing::debug!(backend = "shm", side = ?p.side, "session started");
+        Ok(ShmTransport { inner, watcher })
+    }
+}
+
+/// Watches the session socket: `C` means the peer closed gracefully, end-of-file or an error
+/// means the peer's process released the session (exited, was killed, or dropped it).
+async fn watch(sock: AsyncFd<OwnedFd>, inner: Weak<Inner>) {
+    let mut buf = [0u8; 64];
+    loop {
+        let Ok(mut guard) = sock.readable().await else {
+            break;
+        };
+        match guard
+            .try_io(|fd| rustix::io::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from))
+        {
+            Err(_would_block) => continue,
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                let Some(inner) = inner.upgrade() else { return };
+                for &b in &buf[..n] {
+                    match b {
+                        MSG_CLOSE => {
+                            inner.status.peer_closed.store(true, Ordering::Release);
+                            tracing::debug!(backend = "shm", "peer closed the session");
+                        }
+                        other => inner.fail(format!(
+                            "unexpected byte {other:#04x} on the session socket"
+                        )),
+                    }
+                }
+                inner.local.notify_waiters();
+            }
+        }
+    }
+    if let Some(inner) = inner.upgrade() {
+        inner.on_peer_gone();
+    }
+}
+
+impl Inner {
+    fn fail(&self, detail: String) {
+        let mut c = lock(&self.status.corrupt);
+        if c.is_none() {
+            tracing::warn!(backend = "shm", %detail, "session closed: the peer broke the protocol");
+            *c = Some(detail);
+        }
+        drop(c);
+        self.local.notify_waiters();
+        self.tx.slot_freed.notify_waiters();
+    }
+
+    fn corrupt_error(&self) -> Option<TransportError> {
+        lock(&self.status.corrupt)
+            .as_ref()
+            .map(|d| TransportError::corrupt(d.clone()))
+    }
+
+    fn on_peer_gone(&self) {
+        let graceful = self.seg.seg.side_state(self.seg.side.peer()).closed
+            || self.status.peer_closed.load(Ordering::Acquire);
+        if graceful {
+            self.status.peer_closed.store(true, Ordering::Release);
+        }
+        {
+            let mut st = lock(&self.tx.state);
+            let _ = TxShared::drain_completions(&mut st);
+            let n = st.pool.reclaim_all_in_flight();
+            st.reclaimed = true;
+            tracing::debug!(
+                backend = "shm",
+                reclaimed = n,
+                graceful,
+                "peer released the session"
+            );
+        }
+        if !graceful {
+            tracing::info!(backend = "shm", "peer died");
+        }
+        self.status.peer_gone.store(true, Ordering::Release);
+        self.local.notify_waiters();
+        self.tx.slot_freed.notify_waiters();
+    }
+
+    /// Why sending cannot proceed, if it cannot.
+    fn send_blocker(&self) -> Option<TransportError> {
+        if self.status.closed.load(Ordering::Acquire) {
+            return Some(TransportError::Closed);
+        }
+        if let Some(e) = self.corrupt_error() {
+            return Some(e);
+        }
+        if self.status.peer_closed.load(Ordering::Acquire) {
+            return Some(TransportError::Closed);
+        }
+        if self.status.peer_gone.load(Ordering::Acquire) {
+            return Some(TransportError::PeerDied);
+        }
+        None
+    }
+
+    /// Why receiving ends once the ring is drained.
+    fn recv_end(&self) -> Option<TransportError> {
+        if self.status.peer_closed.load(Ordering::Acquire) {
+            return Some(TransportError::Closed);
+        }
+        if self.status.peer_gone.load(Ordering::Acquire) {
+            return Some(TransportError::PeerDied);
+        }
+        None
+    }
+
+    /// Sleeps until the doorbell rings or a local event happens.
+    async fn park(&self, notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        tokio::select! {
+            _ = notified => {}
+            r = self.bell.readable() => {
+                if let Ok(mut g) = r {
+                    let mut b = [0u8; 8];
+                    let _ = g.try_io(|fd| rustix::io::read(fd.get_ref(), &mut b).map_err(std::io::Error::from));
+                }
+            }
+        }
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        // Others may be sleeping on a flag that our wake-up consumed: let them re-check.
+        self.local.notify_waiters();
+    }
+
+    fn kick_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.local.notify_waiters();
+        }
+    }
+
+    fn try_take(&self) -> Result<Option<Frame>> {
+        if self.status.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        if let Some(e) = self.corrupt_error() {
+            return Err(e);
+        }
+        let mut st = lock(&self.rx.state);
+        let words = match st.ring.try_pop() {
+            Ok(Some(w)) => w,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                drop(st);
+                let detail = format!("receive ring: {e}");
+                self.fail(detail.clone());
+                return Err(TransportError::corrupt(detail));
+            }
+        };
+        if st.ring.producer_needs_wake() {
+            self.seg.ring_peer();
+        }
+        let desc = match Descriptor::decode(&words, self.seg.seg.layout().geometry()) {
+            Ok(d) => d,
+            Err(e) => {
+                drop(st);
+                let detail = format!("descriptor: {e}");
+                self.fail(detail.clone());
+                return Err(TransportError::corrupt(detail));
+            }
+        };
+        let payload = match desc.payload {
+            DescPayload::Inline { .. } => {
+                Bytes::copy_from_slice(desc.inline_bytes().unwrap_or(&[]))
+            }
+            DescPayload::Slot { slot, len } => {
+                let Some((ptr, size)) = self.seg.slot_ptr(self.seg.side.rx(), slot) else {
+                    drop(st);
+                    let detail = format!("descriptor names slot {slot:?} outside the segment");
+                    self.fail(detail.clone());
+                    return Err(TransportError::corrupt(detail));
+                };
+                if let Err(e) = st.held.insert(slot) {
+                    drop(st);
+                    let detail = format!("descriptor reuses a held slot: {e}");
+                    self.fail(detail.clone());
+                    return Err(TransportError::corrupt(detail));
+                }
+                drop(st);
+                self.rx.held_bytes.fetch_add(size as u64, Ordering::Relaxed);
+                Bytes::from_owner(RxSlot {
+                    rx: self.rx.clone(),
+                    slot,
+                    ptr,
+                    len: (len as usize).min(size),
+                    size,
+                })
+            }
+        };
+        self.seg.counters.on_received(payload.len());
+        self.kick_waiters();
+        Ok(Some(Frame::with_header(desc.header, payload)))
+    }
+
+    /// Leases a slot for `len` bytes if one is free now.
+    fn try_alloc(&self, len: usize) -> Result<Option<TxBuf>> {
+        if let Some(e) = self.send_blocker() {
+            return Err(e);
+        }
+        let mut st = lock(&self.tx.state);
+        if let Err(e) = TxShared::drain_completions(&mut st) {
+            drop(st);
+            self.fail(e.to_string());
+            return Err(e);
+        }
+        let slot = match st.pool.alloc(len) {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(None),
+            Err(_) => {
+                return Err(TransportError::PayloadTooLarge {
+                    len,
+                    max: self.max_payload,
+                });
+            }
+        };
+        drop(st);
+        let (ptr, size) = self
+            .seg
+            .slot_ptr(self.seg.side.tx(), slot)
+            .ok_or_else(|| TransportError::corrupt("own slot outside the segment"))?;
+        // SAFETY: `ptr` addresses `size` bytes of our own direction's payload memory inside the
+        // mapping (computed from the validated, process-local layout); the pool just leased this
+        // slot to this buffer alone, and it stays leased until `release(token)` or
+        // `take_lease`. The mapping lives as long as `owner` (which holds the segment).
+        let buf = unsafe { TxBuf::from_lease(ptr, len, size, slot.to_entry(), self.owner.clone()) };
+        Ok(Some(buf))
+    }
+
+    /// Tries to publish a descriptor. For a slot payload, `buf` is the lease; it is taken only
+    /// when the descriptor is published, so a failure or cancellation frees it.
+    fn try_publish(&self, header: FrameHeader, body: &mut Body) -> Result<bool> {
+        if let Some(e) = self.send_blocker() {
+            return Err(e);
+        }
+        let mut st = lock(&self.tx.state);
+        let (desc, slot) = match body {
+            Body::Inline(b) => (
+                Descriptor::inline(header, b).ok_or_else(|| {
+                    TransportError::corrupt("inline payload over the inline capacity")
+                })?,
+                None,
+            ),
+            Body::Slot(buf) => {
+                let slot = SlotRef::from_entry(match buf {
+                    Some(b) => lease_token(b, &self.owner)?,
+                    None => return Err(TransportError::Closed),
+                });
+                (
+                    Descriptor::slot(header, slot, buf.as_ref().map_or(0, |b| b.len()) as u32),
+                    Some(slot),
+                )
+            }
+        };
+        match st.ring.try_push(&desc.encode()) {
+            Ok(()) => {}
+            Err(PushError::Full) => return Ok(false),
+            Err(PushError::Corrupt(e)) => {
+                drop(st);
+                let detail = format!("transmit ring: {e}");
+                self.fail(detail.clone());
+                return Err(TransportError::corrupt(detail));
+            }
+        }
+        if let (Some(slot), Body::Slot(buf)) = (slot, body) {
+            if let Some(b) = buf.take() {
+                let _ = b.take_lease(&self.owner);
+            }
+            if let Err(e) = st.pool.mark_in_flight(slot) {
+                tracing::error!(backend = "shm", error = %e, "own slot in an unexpected state");
+            }
+        }
+        let wake = st.ring.consumer_needs_wake();
+        drop(st);
+        if wake {
+            self.seg.ring_peer();
+        }
+        Ok(true)
+    }
+
+    fn queued_tx(&self, st: &mut TxState) -> u64 {
+        if st.reclaimed {
+            return 0;
+        }
+        st.ring
+            .free_space()
+            .map(|f| st.ring.capacity() - f)
+            .unwrap_or(0)
+    }
+}
+
+fn lease_token(b: &TxBuf, owner: &Arc<dyn LeaseOwner>) -> Result<u64> {
+    // `take_lease` consumes; peek at the token by the documented encoding instead.
+    b.lease_token(owner)
+        .ok_or_else(|| TransportError::corrupt("buffer is not ours"))
+}
+
+/// A payload being sent.
+enum Body {
+    /// Up to `INLINE_MAX` bytes, carried in the descriptor.
+    Inline(Bytes),
+    /// A leased slot; `None` once published.
+    Slot(Option<TxBuf>),
+}
+
+impl ShmTransport {
+    /// Converts a payload into what goes on the ring, leasing and filling a slot when needed.
+    async fn prepare(&self, payload: Payload) -> Result<(Body, bool)> {
+        let inner = &self.inner;
+        match payload {
+            Payload::Buf(b) if b.is_leased_from(&inner.owner) => Ok((Body::Slot(Some(b)), true)),
+            p if p.len() <= INLINE_MAX => Ok((Body::Inline(p.into_bytes()), false)),
+            p => {
+                let mut buf = self.alloc(p.len()).await?;
+                buf.copy_from_slice(&p);
+                Ok((Body::Slot(Some(buf)), false))
+            }
+        }
+    }
+}
+
+impl Transport for ShmTransport {
+    async fn send(&self, frame: Frame) -> Result<()> {
+        let inner = &self.inner;
+        let len = frame.payload.len();
+        if len > inner.max_payload {
+            return Err(TransportError::PayloadTooLarge {
+                len,
+                max: inner.max_payload,
+            });
+        }
+        if let Some(e) = inner.send_blocker() {
+            return Err(e);
+        }
+        let header = frame.header;
+        let (mut body, zero_copy) = self.prepare(frame.payload).await?;
+        let mut waited = false;
+        let start = Instant::now();
+        loop {
+            let notified = inner.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inner.try_publish(header, &mut body)? {
+                inner.seg.counters.on_sent(len, zero_copy);
+                inner.kick_waiters();
+                return Ok(());
+            }
+            if start.elapsed() < inner.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            let may_sleep = {
+                let mut st = lock(&inner.tx.state);
+                st.ring.prepare_park()
+            };
+            match may_sleep {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    let detail = format!("transmit ring: {e}");
+                    inner.fail(detail.clone());
+                    return Err(TransportError::corrupt(detail));
+                }
+            }
+            if !waited {
+                waited = true;
+                inner
+                    .seg
+                    .counters
+                    .send_waits
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            inner.park(notified).await;
+        }
+    }
+
+    fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
+        let inner = &self.inner;
+        let len = frame.payload.len();
+        if len > inner.max_payload {
+            return Err(TransportError::PayloadTooLarge {
+                len,
+                max: inner.max_payload,
+            }
+            .into());
+        }
+        if let Some(e) = inner.send_blocker() {
+            return Err(e.into());
+        }
+        // Room in the ring first, so a Full frame is handed back without touching the pool.
+        {
+            let mut st = lock(&inner.tx.state);
+            match st.ring.free_space() {
+                Ok(0) => return Err(TrySendError::Full(frame)),
+                Ok(_) => {}
+                Err(e) => {
+                    drop(st);
+                    inner.fail(format!("transmit ring: {e}"));
+                    return Err(TransportError::corrupt(format!("transmit ring: {e}")).into());
+                }
+            }
+        }
+        let header = frame.header;
+        let (mut body, zero_copy) = match frame.payload {
+            Payload::Buf(b) if b.is_leased_from(&inner.owner) => (Body::Slot(Some(b)), true),
+            p if p.len() <= INLINE_MAX => (Body::Inline(p.into_bytes()), false),
+            p => match inner.try_alloc(p.len())? {
+                Some(mut buf) => {
+                    buf.copy_from_slice(&p);
+                    (Body::Slot(Some(buf)), false)
+                }
+                None => return Err(TrySendError::Full(Frame::with_header(header, p))),
+            },
+        };
+        match inner.try_publish(header, &mut body)? {
+            true => {
+                inner.seg.counters.on_sent(len, zero_copy);
+                inner.kick_waiters();
+                Ok(())
+            }
+            false => {
+                let payload = match body {
+                    Body::Inline(b) => Payload::Bytes(b),
+                    Body::Slot(b) => b.map(Payload::Buf).unwrap_or_default(),
+                };
+                Err(TrySendError::Full(Frame::with_header(header, payload)))
+            }
+        }
+    }
+
+    async fn recv(&self) -> Result<Frame> {
+        let inner = &self.inner;
+        let mut waited = false;
+        let start = Instant::now();
+        loop {
+            let notified = inner.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(f) = inner.try_take()? {
+                return Ok(f);
+            }
+            if let Some(end) = inner.recv_end() {
+                // The peer is gone or closed: deliver what it published, then report it.
+                if let Some(f) = inner.try_take()? {
+                    return Ok(f);
+                }
+                return Err(end);
+            }
+            if start.elapsed() < inner.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            let may_sleep = lock(&inner.rx.state).ring.prepare_park();
+            match may_sleep {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    let detail = format!("receive ring: {e}");
+                    inner.fail(detail.clone());
+                    return Err(TransportError::corrupt(detail));
+                }
+            }
+            if !waited {
+                waited = true;
+                inner
+                    .seg
+                    .counters
+                    .recv_waits
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            inner.park(notified).await;
+        }
+    }
+
+    fn try_recv(&self) -> Result<Option<Frame>> {
+        let inner = &self.inner;
+        match inner.try_take()? {
+            Some(f) => Ok(Some(f)),
+            None => match inner.recv_end() {
+                Some(end) => inner.try_take()?.map(Some).ok_or(end),
+                None => Ok(None),
+            },
+        }
+    }
+
+    async fn alloc(&self, len: usize) -> Result<TxBuf> {
+        let inner = &self.inner;
+        if len > inner.max_payload {
+            return Err(TransportError::PayloadTooLarge {
+                len,
+                max: inner.max_payload,
+            });
+        }
+        let mut waited = false;
+        loop {
+            let freed = inner.tx.slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let notified = inner.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(b) = inner.try_alloc(len)? {
+                return Ok(b);
+            }
+            let may_sleep = lock(&inner.tx.state).completions.prepare_park();
+            match may_sleep {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    let detail = format!("completion ring: {e}");
+                    inner.fail(detail.clone());
+                    return Err(TransportError::corrupt(detail));
+                }
+            }
+            if !waited {
+                waited = true;
+                inner
+                    .seg
+                    .counters
+                    .send_waits
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::select! {
+                _ = freed => {}
+                _ = inner.park(notified) => {}
+            }
+        }
+    }
+
+    fn close(&self) {
+        let inner = &self.inner;
+        if inner.status.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        inner.seg.seg.mark_closed(inner.seg.side);
+        let _ = rustix::io::write(&inner.seg.sock, &[MSG_CLOSE]);
+        // Discard what we will never read, returning its slots to the peer.
+        {
+            let mut st = lock(&inner.rx.state);
+            while let Ok(Some(words)) = st.ring.try_pop() {
+                if let Ok(Descriptor {
+                    payload: DescPayload::Slot { slot, .. },
+                    ..
+                }) = Descriptor::decode(&words, inner.seg.seg.layout().geometry())
+                {
+                    if st.held.insert(slot).is_ok() {
+                        inner.rx.give_back(&mut st, slot);
+                    }
+                }
+            }
+            if st.ring.producer_needs_wake() {
+                inner.seg.ring_peer();
+            }
+        }
+        inner.local.notify_waiters();
+        inner.tx.slot_freed.notify_waiters();
+        tracing::debug!(backend = "shm", side = ?inner.seg.side, "session closed");
+    }
+
+    fn max_payload(&self) -> usize {
+        self.inner.max_payload
+    }
+
+    fn stats(&self) -> Stats {
+        let inner = &self.inner;
+        let (tx_queued, pool_bytes) = {
+            let mut st = lock(&inner.tx.state);
+            if TxShared::drain_completions(&mut st).is_err() {
+                // Reported to the next operation; stats stay best effort.
+            }
+            let q = inner.queued_tx(&mut st);
+            (q, st.pool.occupancy().bytes_in_use as u64)
+        };
+        let rx_queued = {
+            let mut st = lock(&inner.rx.state);
+            if inner.status.closed.load(Ordering::Acquire) {
+                0
+            } else {
+                st.ring.len().unwrap_or(0)
+            }
+        };
+        Stats {
+            tx_queued_frames: tx_queued,
+            rx_queued_frames: rx_queued,
+            buffer_bytes_in_use: pool_bytes + inner.rx.held_bytes.load(Ordering::Relaxed),
+            ..inner.seg.counters.snapshot()
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        "shm"
+    }
+}
+
+impl Drop for ShmTransport {
+    fn drop(&mut self) {
+        self.close();
+        self.watcher.abort();
+    }
+}
