@@ -31,6 +31,8 @@ pub mod segment;
 mod session;
 mod sync;
 
+#[cfg(all(test, not(loom)))]
+mod hostile_tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
 

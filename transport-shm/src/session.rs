@@ -608,6 +608,14 @@ impl ShmTransport {
     }
 }
 
+#[cfg(test)]
+impl ShmTransport {
+    /// The shared segment, for tests that play a hostile peer.
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.inner.seg.seg
+    }
+}
+
 impl Transport for ShmTransport {
     async fn send(&self, frame: Frame) -> Result<()> {
         let inner = &self.inner;
