@@ -6,7 +6,9 @@ use transport_api::{Registry, Transport, TransportError, TypedTransport};
 
 /// Every backend this build knows, for configuration-driven selection.
 pub fn registry() -> Registry {
-    Registry::new().with(transport_mem::MemFactory)
+    Registry::new()
+        .with(transport_mem::MemFactory)
+        .with(transport_shm::ShmFactory)
 }
 
 /// A request of the echo demo.

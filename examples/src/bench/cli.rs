@@ -19,7 +19,8 @@ options:
   -h, --help           print this help
 
 rows: spin (shared-memory spin lower bound), eventfd (kernel wake), unix (tokio UnixStream),
-      unix-t (the Transport trait over a Unix socket), mem (transport-mem, two threads)";
+      unix-t (the Transport trait over a Unix socket), mem (transport-mem, two threads),
+      shm (transport-shm, two processes)";
 
 /// Where the two peers run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

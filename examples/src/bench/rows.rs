@@ -112,30 +112,37 @@ pub const ROWS: &[Row] = &[
         },
         child: None,
     },
-    // ── SHM ROW GOES HERE ────────────────────────────────────────────────────────────────
-    // When transport-shm's session API lands (add `transport-shm = { workspace = true }` to
-    // examples/Cargo.toml), uncomment and replace the two placeholder calls
-    // (`Listener::bind` + `accept`, `connect`) by its real rendezvous API. Nothing else changes:
-    // `cross::parent` spawns the peer, `cross::child` connects it, and the generic
-    // rtt/stream/echo code in `generic.rs` does the rest.
-    //
-    // Row {
-    //     name: "shm",
-    //     about: "transport-shm, two processes through a rendezvous path",
-    //     rtt_sizes: &SIZES,
-    //     stream_sizes: &SIZES,
-    //     start: |p| {
-    //         Ok(Box::new(cross::parent(p, "shm", |path| async move {
-    //             let listener = transport_shm::Listener::bind(&path, Default::default())?;
-    //             listener.accept().await
-    //         })?))
-    //     },
-    //     child: Some(|a| {
-    //         cross::child(a, |path| async move { transport_shm::connect(&path).await })
-    //     }),
-    // },
-    // ─────────────────────────────────────────────────────────────────────────────────────
+    Row {
+        name: "shm",
+        about: "transport-shm, two processes through a rendezvous path",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        start: |p| {
+            let config = shm_config(p.same_cpu);
+            Ok(Box::new(cross::parent(p, "shm", |path| async move {
+                let listener = transport_shm::ShmListener::bind(&path, config)?;
+                listener.accept().await
+            })?))
+        },
+        child: Some(|a| {
+            let spin = shm_config(a.same_cpu).spin;
+            cross::child(a, |path| async move {
+                transport_shm::connect_with(&path, spin).await
+            })
+        }),
+    },
 ];
+
+/// The `shm` row's session parameters: the backend's defaults, except that when both peers
+/// share one CPU the waiting side parks at once instead of busy-spinning (a spinner there only
+/// burns the time slice the peer needs to answer; cf. `spin`, which yields in that case).
+fn shm_config(same_cpu: bool) -> transport_shm::ShmConfig {
+    let mut c = transport_shm::ShmConfig::default();
+    if same_cpu {
+        c.spin = Duration::ZERO;
+    }
+    c
+}
 
 /// True when `name` is a row.
 pub fn is_known(name: &str) -> bool {

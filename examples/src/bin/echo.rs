@@ -88,7 +88,19 @@ async fn run(args: Vec<String>) -> Result<(), String> {
             .map_err(|e| format!("spawning the client: {e}"))?;
         (None, Some(child))
     };
-    let server = listener.accept().await.map_err(|e| e.to_string())?;
+    // A client process that dies before connecting would leave `accept` waiting forever.
+    let server = match child.as_mut() {
+        Some(child) => tokio::select! {
+            t = listener.accept() => t.map_err(|e| e.to_string())?,
+            status = child.wait() => {
+                return Err(match status {
+                    Ok(s) => format!("the client process exited before connecting: {s}"),
+                    Err(e) => format!("waiting for the client process: {e}"),
+                });
+            }
+        },
+        None => listener.accept().await.map_err(|e| e.to_string())?,
+    };
     let served = echo_service(&server).await.map_err(|e| e.to_string())?;
     println!(
         "server: served {served} requests; stats {:?}",
