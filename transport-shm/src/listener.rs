@@ -219,11 +219,20 @@ impl ShmListener {
             .geometry
             .validate()
             .map_err(|e| TransportError::Config(format!("shm geometry: {e}")))?;
-        if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
-            // A socket file left by a dead listener: nobody accepts on it any more.
-            let _ = std::fs::remove_file(&path);
-        }
-        let listener = UnixListener::bind(&path)?;
+        let listener = match UnixListener::bind(&path) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && is_stale_socket(&path) => {
+                // A socket file left by a dead listener: nobody accepts on it any more.
+                std::fs::remove_file(&path)?;
+                UnixListener::bind(&path)?
+            }
+            Err(e) => {
+                return Err(TransportError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("shm: binding {}: {e}", path.display()),
+                )));
+            }
+        };
         tracing::debug!(backend = "shm", path = %path.display(), "listening");
         Ok(ShmListener {
             listener,
@@ -233,12 +242,27 @@ impl ShmListener {
     }
 
     /// Waits for the next peer and completes the handshake with it.
+    ///
+    /// A connection whose handshake fails (the peer hung up, sent garbage, or timed out) is
+    /// logged and skipped: one broken client never ends the accept loop.
     pub async fn accept(&self) -> Result<ShmTransport> {
-        let (stream, _) = self.listener.accept().await?;
-        let fd: OwnedFd = stream.into_std()?.into();
-        let t = serve_handshake(fd, &self.config).await?;
-        tracing::info!(backend = "shm", path = %self.path.display(), "peer attached");
-        Ok(t)
+        loop {
+            let (stream, _) = self.listener.accept().await?;
+            let fd: OwnedFd = stream.into_std()?.into();
+            match serve_handshake(fd, &self.config).await {
+                Ok(t) => {
+                    tracing::info!(backend = "shm", path = %self.path.display(), "peer attached");
+                    return Ok(t);
+                }
+                Err(e @ (TransportError::Config(_) | TransportError::Unsupported { .. })) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::warn!(backend = "shm", path = %self.path.display(), error = %e,
+                        "handshake with a connecting peer failed; waiting for the next one");
+                }
+            }
+        }
     }
 
     /// The socket path.
@@ -251,6 +275,19 @@ impl Drop for ShmListener {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// True when `path` is a socket file that nobody listens on (connecting is refused). A live
+/// listener is never probed by a real connection here: the caller only asks after `bind`
+/// failed, and a refused connect leaves nothing in anyone's accept queue.
+fn is_stale_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    is_socket
+        && matches!(
+            std::os::unix::net::UnixStream::connect(path),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
 }
 
 /// Connects to a listener at `path`.

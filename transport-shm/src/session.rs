@@ -396,21 +396,27 @@ impl Inner {
         None
     }
 
-    /// Sleeps until the doorbell rings or a local event happens.
+    /// Sleeps until the doorbell rings or a local event happens. Cancel-safe: the waiter count
+    /// is restored by a guard however the future ends.
     async fn park(&self, notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) {
+        struct Waiting<'a>(&'a Inner);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+                // Others may be sleeping on a flag that our wake-up consumed: let them re-check.
+                self.0.local.notify_waiters();
+            }
+        }
         self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(self);
         tokio::select! {
             _ = notified => {}
             r = self.bell.readable() => {
                 if let Ok(mut g) = r {
-                    let mut b = [0u8; 8];
-                    let _ = g.try_io(|fd| rustix::io::read(fd.get_ref(), &mut b).map_err(std::io::Error::from));
+                    let _ = g.try_io(|fd| crate::os::eventfd_drain(fd.get_ref().as_fd()).map_err(std::io::Error::from));
                 }
             }
         }
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-        // Others may be sleeping on a flag that our wake-up consumed: let them re-check.
-        self.local.notify_waiters();
     }
 
     fn kick_waiters(&self) {
