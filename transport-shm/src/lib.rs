@@ -15,6 +15,8 @@
 //! accessed through atomics only, every value read from shared memory is validated before use,
 //! and a violation surfaces as a typed error, never as a panic or an out-of-bounds access.
 
+#[cfg(not(loom))]
+pub mod allocator;
 pub mod descriptor;
 pub mod layout;
 #[cfg(not(loom))]
@@ -36,6 +38,8 @@ mod hostile_tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
+#[cfg(not(loom))]
+pub use allocator::ShmAllocator;
 pub use descriptor::{DescPayload, Descriptor, DescriptorError, INLINE_MAX, SlotRef};
 pub use layout::{Direction, Geometry, Layout, LayoutError, Side, SlotClass};
 #[cfg(not(loom))]

@@ -3,11 +3,15 @@
 //! A ring region is `CONTROL_WORDS + capacity × W` `u64` words:
 //!
 //! ```text
-//! word 0  head             (producer's cache line: written only by the producer)
-//! word 1  producer_parked  (producer waits for space; set by the producer)
-//! word 8  tail             (consumer's cache line: written only by the consumer)
-//! word 9  consumer_parked  (consumer waits for entries; set by the consumer)
-//! word 16 entry 0 (W words), entry 1, …
+//! word 0  head             (producer's line: written by the producer on every push)
+//! word 8  tail             (consumer's line: written by the consumer on every pop)
+//! word 16 consumer_parked  (own line: written only when the consumer parks or is woken)
+//! word 24 producer_parked  (own line: written only when the producer parks or is woken)
+//! word 32 entry 0 (W words), entry 1, …
+//!
+//! The parking flags sit on lines of their own: the producer reads `consumer_parked` after every
+//! push, and if it shared the tail's line, every pop would invalidate it (one extra cache miss
+//! per frame in each direction).
 //! ```
 //!
 //! Indices are monotonically increasing `u64`s; the slot of index `i` is `i & (capacity - 1)`
@@ -42,17 +46,17 @@ use std::ops::Deref;
 
 use crate::sync::{AtomicU64, Ordering, fence};
 
-/// Words of the control block (two cache lines).
-pub const CONTROL_WORDS: usize = 16;
+/// Words of the control block (four cache lines).
+pub const CONTROL_WORDS: usize = 32;
 /// Words per descriptor entry (64 bytes).
 pub const DESC_WORDS: usize = 8;
 /// Words per completion entry.
 pub const COMPLETION_WORDS: usize = 1;
 
 const HEAD: usize = 0;
-const PRODUCER_PARKED: usize = 1;
 const TAIL: usize = 8;
-const CONSUMER_PARKED: usize = 9;
+const CONSUMER_PARKED: usize = 16;
+const PRODUCER_PARKED: usize = 24;
 
 /// Number of `u64` words a ring of `capacity` entries of `entry_words` words occupies.
 pub const fn ring_words(capacity: u32, entry_words: usize) -> usize {
@@ -396,8 +400,8 @@ mod tests {
         assert_eq!(
             Consumer::<_, 1>::attach(r.clone(), 8).unwrap_err(),
             RingError::RegionTooSmall {
-                words: 20,
-                needed: 24
+                words: CONTROL_WORDS + 4,
+                needed: CONTROL_WORDS + 8
             }
         );
     }

@@ -32,7 +32,7 @@ use transport_api::{
 pub(crate) const MSG_READY: u8 = b'R';
 pub(crate) const MSG_CLOSE: u8 = b'C';
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Critical sections only move ring indices and pool bookkeeping that is consistent at every
     // statement boundary relevant to a panic (none of them panics on peer input), so a poisoned
     // lock carries no broken invariant.
@@ -54,7 +54,11 @@ pub(crate) struct Link {
 
 impl Link {
     /// Pointer and size of a validated slot of direction `dir`.
-    fn slot_ptr(&self, dir: Direction, slot: SlotRef) -> Option<(std::ptr::NonNull<u8>, usize)> {
+    pub(crate) fn slot_ptr(
+        &self,
+        dir: Direction,
+        slot: SlotRef,
+    ) -> Option<(std::ptr::NonNull<u8>, usize)> {
         let b = self.seg.slot(dir, slot).ok()?;
         Some((b.as_ptr(), b.len()))
     }
@@ -65,26 +69,26 @@ impl Link {
     }
 }
 
-struct TxState {
+pub(crate) struct TxState {
     ring: DescProducer<Words>,
     completions: CompletionConsumer<Words>,
-    pool: SenderPool,
+    pub(crate) pool: SenderPool,
     /// The receiver is gone: its completions no longer come; in-flight slots were reclaimed.
     reclaimed: bool,
 }
 
 /// Transmit side; also the owner of leased buffers.
-struct TxShared {
+pub(crate) struct TxShared {
     /// Keeps the mapping (and our end of the socket) alive while leased buffers exist.
-    _link: Arc<Link>,
-    state: Mutex<TxState>,
+    pub(crate) link: Arc<Link>,
+    pub(crate) state: Mutex<TxState>,
     /// Tasks waiting for a slot; woken when a leased buffer is dropped unsent.
-    slot_freed: Notify,
+    pub(crate) slot_freed: Notify,
 }
 
 impl TxShared {
     /// Takes every returned slot back. Errors mean the peer forged an entry.
-    fn drain_completions(st: &mut TxState) -> Result<usize> {
+    pub(crate) fn drain_completions(st: &mut TxState) -> Result<usize> {
         if st.reclaimed {
             return Ok(0);
         }
@@ -192,6 +196,8 @@ struct Status {
     closed: AtomicBool,
     peer_closed: AtomicBool,
     peer_gone: AtomicBool,
+    /// Set once `corrupt` holds a detail; checked on the hot path without the lock.
+    failed: AtomicBool,
     corrupt: Mutex<Option<String>>,
 }
 
@@ -261,7 +267,7 @@ impl ShmTransport {
         });
         let max_payload = tx_state.pool.max_payload();
         let tx = Arc::new(TxShared {
-            _link: link.clone(),
+            link: link.clone(),
             state: Mutex::new(tx_state),
             slot_freed: Notify::new(),
         });
@@ -330,6 +336,7 @@ impl Inner {
         if c.is_none() {
             tracing::warn!(backend = "shm", %detail, "session closed: the peer broke the protocol");
             *c = Some(detail);
+            self.status.failed.store(true, Ordering::Release);
         }
         drop(c);
         self.local.notify_waiters();
@@ -337,6 +344,9 @@ impl Inner {
     }
 
     fn corrupt_error(&self) -> Option<TransportError> {
+        if !self.status.failed.load(Ordering::Acquire) {
+            return None;
+        }
         lock(&self.status.corrupt)
             .as_ref()
             .map(|d| TransportError::corrupt(d.clone()))
@@ -413,10 +423,61 @@ impl Inner {
             _ = notified => {}
             r = self.bell.readable() => {
                 if let Ok(mut g) = r {
-                    let _ = g.try_io(|fd| crate::os::eventfd_drain(fd.get_ref().as_fd()).map_err(std::io::Error::from));
+                    // Reading an eventfd takes its whole count, so after a successful read the
+                    // readiness can be cleared at once (a later write raises a new edge); this
+                    // saves the extra read that would only return EAGAIN.
+                    if let Ok(Ok(_)) = g.try_io(|fd| crate::os::eventfd_drain(fd.get_ref().as_fd()).map_err(std::io::Error::from)) {
+                        g.clear_ready();
+                    }
                 }
             }
         }
+    }
+
+    /// Retries `attempt` for up to the configured spin time before the caller parks. The OS
+    /// thread is yielded every few dozen tries so that a peer sharing this CPU can run.
+    fn spin<T>(&self, mut attempt: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
+        if self.spin.is_zero() {
+            return Ok(None);
+        }
+        let start = Instant::now();
+        let mut tries = 0u32;
+        loop {
+            if let Some(v) = attempt()? {
+                return Ok(Some(v));
+            }
+            tries = tries.wrapping_add(1);
+            if tries % 32 == 0 {
+                if start.elapsed() >= self.spin {
+                    return Ok(None);
+                }
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// One receive attempt that also ends the session's stream: `Some(Err)` once the peer is
+    /// gone and everything it published was delivered.
+    fn take_or_end(&self) -> Result<Option<Frame>> {
+        if let Some(f) = self.try_take()? {
+            return Ok(Some(f));
+        }
+        if let Some(end) = self.recv_end() {
+            // The peer is gone or closed: deliver what it published, then report it.
+            return match self.try_take()? {
+                Some(f) => Ok(Some(f)),
+                None => Err(end),
+            };
+        }
+        Ok(None)
+    }
+
+    fn fail_ring(&self, what: &str, e: crate::ring::RingError) -> TransportError {
+        let detail = format!("{what}: {e}");
+        self.fail(detail.clone());
+        TransportError::corrupt(detail)
     }
 
     fn kick_waiters(&self) {
@@ -494,19 +555,27 @@ impl Inner {
             return Err(e);
         }
         let mut st = lock(&self.tx.state);
-        if let Err(e) = TxShared::drain_completions(&mut st) {
-            drop(st);
-            self.fail(e.to_string());
-            return Err(e);
-        }
-        let slot = match st.pool.alloc(len) {
-            Ok(Some(s)) => s,
-            Ok(None) => return Ok(None),
-            Err(_) => {
-                return Err(TransportError::PayloadTooLarge {
-                    len,
-                    max: self.max_payload,
-                });
+        let mut drained = false;
+        let slot = loop {
+            match st.pool.alloc(len) {
+                Ok(Some(s)) => break s,
+                // Returned slots are taken back only when the class runs dry: one pass over
+                // the completion ring then serves many allocations.
+                Ok(None) if !drained => {
+                    drained = true;
+                    if let Err(e) = TxShared::drain_completions(&mut st) {
+                        drop(st);
+                        self.fail(e.to_string());
+                        return Err(e);
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(_) => {
+                    return Err(TransportError::PayloadTooLarge {
+                        len,
+                        max: self.max_payload,
+                    });
+                }
             }
         };
         drop(st);
@@ -614,6 +683,15 @@ impl ShmTransport {
     }
 }
 
+impl ShmTransport {
+    /// An [`allocator_api2`] allocator whose allocations live in this endpoint's send slots:
+    /// a `Vec<u8, ShmAllocator>` built in place is sent without a copy
+    /// (see [`ShmAllocator::into_buf`]).
+    pub fn allocator(&self) -> crate::allocator::ShmAllocator {
+        crate::allocator::ShmAllocator::new(self.inner.tx.clone(), self.inner.owner.clone())
+    }
+}
+
 #[cfg(test)]
 impl ShmTransport {
     /// The shared segment, for tests that play a hostile peer.
@@ -637,43 +715,38 @@ impl Transport for ShmTransport {
         }
         let header = frame.header;
         let (mut body, zero_copy) = self.prepare(frame.payload).await?;
-        let mut waited = false;
-        let start = Instant::now();
+        let sent = |inner: &Inner| {
+            inner.seg.counters.on_sent(len, zero_copy);
+            inner.kick_waiters();
+        };
+        // Fast path, then a short spin, without registering as a waiter.
+        if inner.try_publish(header, &mut body)?
+            || inner
+                .spin(|| Ok(inner.try_publish(header, &mut body)?.then_some(())))?
+                .is_some()
+        {
+            sent(inner);
+            return Ok(());
+        }
+        inner
+            .seg
+            .counters
+            .send_waits
+            .fetch_add(1, Ordering::Relaxed);
         loop {
             let notified = inner.local.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if inner.try_publish(header, &mut body)? {
-                inner.seg.counters.on_sent(len, zero_copy);
-                inner.kick_waiters();
+                sent(inner);
                 return Ok(());
             }
-            if start.elapsed() < inner.spin {
-                std::hint::spin_loop();
-                continue;
-            }
-            let may_sleep = {
-                let mut st = lock(&inner.tx.state);
-                st.ring.prepare_park()
-            };
+            let may_sleep = lock(&inner.tx.state).ring.prepare_park();
             match may_sleep {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    let detail = format!("transmit ring: {e}");
-                    inner.fail(detail.clone());
-                    return Err(TransportError::corrupt(detail));
-                }
+                Ok(true) => inner.park(notified).await,
+                Ok(false) => {}
+                Err(e) => return Err(inner.fail_ring("transmit ring", e)),
             }
-            if !waited {
-                waited = true;
-                inner
-                    .seg
-                    .counters
-                    .send_waits
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            inner.park(notified).await;
         }
     }
 
@@ -733,57 +806,36 @@ impl Transport for ShmTransport {
 
     async fn recv(&self) -> Result<Frame> {
         let inner = &self.inner;
-        let mut waited = false;
-        let start = Instant::now();
+        // Fast path, then a short spin, without registering as a waiter.
+        if let Some(f) = inner.take_or_end()? {
+            return Ok(f);
+        }
+        if let Some(f) = inner.spin(|| inner.take_or_end())? {
+            return Ok(f);
+        }
+        inner
+            .seg
+            .counters
+            .recv_waits
+            .fetch_add(1, Ordering::Relaxed);
         loop {
             let notified = inner.local.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(f) = inner.try_take()? {
+            if let Some(f) = inner.take_or_end()? {
                 return Ok(f);
-            }
-            if let Some(end) = inner.recv_end() {
-                // The peer is gone or closed: deliver what it published, then report it.
-                if let Some(f) = inner.try_take()? {
-                    return Ok(f);
-                }
-                return Err(end);
-            }
-            if start.elapsed() < inner.spin {
-                std::hint::spin_loop();
-                continue;
             }
             let may_sleep = lock(&inner.rx.state).ring.prepare_park();
             match may_sleep {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    let detail = format!("receive ring: {e}");
-                    inner.fail(detail.clone());
-                    return Err(TransportError::corrupt(detail));
-                }
+                Ok(true) => inner.park(notified).await,
+                Ok(false) => {}
+                Err(e) => return Err(inner.fail_ring("receive ring", e)),
             }
-            if !waited {
-                waited = true;
-                inner
-                    .seg
-                    .counters
-                    .recv_waits
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            inner.park(notified).await;
         }
     }
 
     fn try_recv(&self) -> Result<Option<Frame>> {
-        let inner = &self.inner;
-        match inner.try_take()? {
-            Some(f) => Ok(Some(f)),
-            None => match inner.recv_end() {
-                Some(end) => inner.try_take()?.map(Some).ok_or(end),
-                None => Ok(None),
-            },
-        }
+        self.inner.take_or_end()
     }
 
     async fn alloc(&self, len: usize) -> Result<TxBuf> {
@@ -794,7 +846,17 @@ impl Transport for ShmTransport {
                 max: inner.max_payload,
             });
         }
-        let mut waited = false;
+        if let Some(b) = inner.try_alloc(len)? {
+            return Ok(b);
+        }
+        if let Some(b) = inner.spin(|| inner.try_alloc(len))? {
+            return Ok(b);
+        }
+        inner
+            .seg
+            .counters
+            .send_waits
+            .fetch_add(1, Ordering::Relaxed);
         loop {
             let freed = inner.tx.slot_freed.notified();
             tokio::pin!(freed);
@@ -807,25 +869,14 @@ impl Transport for ShmTransport {
             }
             let may_sleep = lock(&inner.tx.state).completions.prepare_park();
             match may_sleep {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    let detail = format!("completion ring: {e}");
-                    inner.fail(detail.clone());
-                    return Err(TransportError::corrupt(detail));
+                Ok(true) => {
+                    tokio::select! {
+                        _ = freed => {}
+                        _ = inner.park(notified) => {}
+                    }
                 }
-            }
-            if !waited {
-                waited = true;
-                inner
-                    .seg
-                    .counters
-                    .send_waits
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            tokio::select! {
-                _ = freed => {}
-                _ = inner.park(notified) => {}
+                Ok(false) => {}
+                Err(e) => return Err(inner.fail_ring("completion ring", e)),
             }
         }
     }
