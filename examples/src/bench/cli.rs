@@ -9,10 +9,12 @@ pub const USAGE: &str = "\
 usage: transport-bench [--quick] [--json PATH] [--placement split|same] [--only NAME[,NAME...]]
 
 Measures round-trip latency (rtt: p50, p99) and one-way throughput (stream: msgs/s, GB/s) for
-payloads of 8 B, 64 B, 1 KiB, 64 KiB and 1 MiB, between two processes where the backend allows.
+payloads of 8 B, 64 B, 1 KiB, 64 KiB and 1 MiB, between two processes where the backend allows;
+for some rows also idle-gap round trips (rtt-gap10us, rtt-gap100us, rtt-gap1ms: 8 B pings, the
+initiator sleeping that long before each one, so that a waiting peer parks and must be woken).
 
 options:
-  --quick              short run (well under 30 s)
+  --quick              short run (well under 30 s; a few hundred idle-gap pings)
   --json PATH          also write the records as a JSON array to PATH
   --placement MODE     split: parent on CPU 0, peer on CPU 1 (default); same: both on CPU 0
   --only NAMES         run only these rows (comma-separated, or repeat the option)
@@ -20,7 +22,8 @@ options:
 
 rows: spin (shared-memory spin lower bound), eventfd (kernel wake), unix (tokio UnixStream),
       unix-t (the Transport trait over a Unix socket), mem (transport-mem, two threads),
-      shm (transport-shm, two processes)";
+      shm (transport-shm, two processes), shm-zc (transport-shm, zero-copy stream);
+      with the cargo feature `peers`: iox2-poll, iox2-poll-zc, iox2-event (iceoryx2)";
 
 /// Where the two peers run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -44,6 +44,7 @@ pub struct TransportSession<T: Transport> {
     pattern: Pattern,
     peer: Option<Peer>,
     wakes: Option<f64>,
+    zero_copy: bool,
 }
 
 impl<T: Transport> TransportSession<T> {
@@ -55,7 +56,15 @@ impl<T: Transport> TransportSession<T> {
             pattern: Pattern::new(MAX_SIZE),
             peer: Some(peer),
             wakes: None,
+            zero_copy: false,
         }
+    }
+
+    /// Makes stream measurements zero-copy ([`generic::stream_send_zc`]: the sender writes
+    /// only the sequence number into each `alloc`'d buffer, the peer reads only that).
+    pub fn zero_copy(mut self) -> Self {
+        self.zero_copy = true;
+        self
     }
 
     /// Runs `f` on the runtime and records the wake system calls per frame sent meanwhile.
@@ -76,7 +85,11 @@ impl<T: Transport> Session for TransportSession<T> {
     }
 
     fn stream(&mut self, size: usize, budget: &Budget) -> BenchResult<StreamOutcome> {
-        self.measured(async |t, p| generic::stream_send(t, size, budget, p).await)
+        if self.zero_copy {
+            self.measured(async |t, _| generic::stream_send_zc(t, size, budget).await)
+        } else {
+            self.measured(async |t, p| generic::stream_send(t, size, budget, p).await)
+        }
     }
 
     fn wakes_per_frame(&self) -> Option<f64> {

@@ -59,6 +59,7 @@ impl Session for EventfdSession {
         let end = warm_end + budget.measure;
         let mut samples = Vec::with_capacity(4096);
         loop {
+            budget.idle();
             let t0 = Instant::now();
             post(&self.to_child, 1)?;
             let v = take(&self.to_parent)?;

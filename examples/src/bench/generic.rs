@@ -1,12 +1,12 @@
 //! The benchmark written once over [`Transport`]: any backend, in one process or two.
 //!
-//! Parent side: [`rtt`] and [`stream_send`] (then [`quit`]). Peer side: [`serve`], which runs
-//! [`echo`] or [`stream_recv`] as the parent commands. Control travels in
+//! Parent side: [`rtt`], [`stream_send`] and [`stream_send_zc`] (then [`quit`]). Peer side:
+//! [`serve`], which runs [`echo`], [`stream_recv`] or [`stream_recv_zc`] as the parent commands. Control travels in
 //! [`FrameHeader::flags`](transport_api::FrameHeader::flags) ([`proto`](super::proto) `F_*`).
 
 use super::proto::{
-    Budget, Deadline, F_CMD_RTT, F_CMD_STREAM, F_DATA, F_END, F_PING, F_QUIT, F_SUMMARY, Pattern,
-    Tally, check, nanos,
+    Budget, Deadline, F_CMD_RTT, F_CMD_STREAM, F_CMD_STREAM_ZC, F_DATA, F_END, F_PING, F_QUIT,
+    F_SUMMARY, Pattern, Tally, check, nanos, read_seq, stamp_seq,
 };
 use super::{BenchError, BenchResult};
 use bytes::Bytes;
@@ -56,7 +56,8 @@ async fn send_stamped<T: Transport>(
 
 /// Parent side of the round-trip measurement: ping-pongs `size`-byte frames with a peer running
 /// [`serve`] (or [`echo`]) and returns the round-trip times in nanoseconds, warm-up excluded.
-/// Each sample covers alloc, filling the payload, send, the echo and receiving it.
+/// Each sample covers alloc, filling the payload, send, the echo and receiving it. With an idle
+/// gap ([`Budget::gap`]) the initiator sleeps before each ping, outside the sample.
 pub async fn rtt<T: Transport>(
     t: &T,
     size: usize,
@@ -71,6 +72,7 @@ pub async fn rtt<T: Transport>(
     let mut seq = 0u64;
     loop {
         seq += 1;
+        budget.idle();
         let t0 = Instant::now();
         send_stamped(t, pattern, size, seq, F_PING).await?;
         let f = t.recv().await?;
@@ -114,6 +116,39 @@ pub async fn stream_send<T: Transport>(
         sent += 1;
         send_stamped(t, pattern, size, sent, F_DATA).await?;
     }
+    finish_stream(t, sent, size, start).await
+}
+
+/// Zero-copy variant of [`stream_send`]: each `size`-byte buffer comes from `t.alloc` and is
+/// filled in place with the sequence number only (the rest of the payload is whatever the
+/// buffer held); a peer running [`serve`] reads only the sequence number
+/// ([`stream_recv_zc`]). Measures the transport's own cost per frame, without the payload
+/// copy and the full read of [`stream_send`].
+pub async fn stream_send_zc<T: Transport>(
+    t: &T,
+    size: usize,
+    budget: &Budget,
+) -> BenchResult<StreamOutcome> {
+    t.send(control(F_CMD_STREAM_ZC)).await?;
+    let deadline = Deadline::new(budget, size);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while !deadline.reached(sent) {
+        sent += 1;
+        let mut buf = t.alloc(size).await?;
+        stamp_seq(&mut buf, sent);
+        t.send(Frame::new(buf).msg_id(sent).flags(F_DATA)).await?;
+    }
+    finish_stream(t, sent, size, start).await
+}
+
+/// Ends a stream phase: `F_END`, then the peer's summary, checked against what was sent.
+async fn finish_stream<T: Transport>(
+    t: &T,
+    sent: u64,
+    size: usize,
+    start: Instant,
+) -> BenchResult<StreamOutcome> {
     t.send(control(F_END)).await?;
     let f = expect(t, F_SUMMARY).await?;
     let elapsed = start.elapsed();
@@ -160,11 +195,28 @@ pub async fn echo<T: Transport>(t: &T) -> BenchResult<()> {
 /// Peer side of [`stream_send`]: reads every byte of every `F_DATA` frame, checking its stamp,
 /// until `F_END`, then answers with its [`Tally`].
 pub async fn stream_recv<T: Transport>(t: &T) -> BenchResult<Tally> {
+    recv_tally(t, "stream_recv", |tally, b| tally.take(b)).await
+}
+
+/// Peer side of [`stream_send_zc`]: reads only the sequence number of every `F_DATA` frame
+/// until `F_END`, then answers with its [`Tally`] (whose checksum stays zero).
+pub async fn stream_recv_zc<T: Transport>(t: &T) -> BenchResult<Tally> {
+    recv_tally(t, "stream_recv_zc", |tally, b| {
+        tally.take_seq(read_seq(b), b.len())
+    })
+    .await
+}
+
+async fn recv_tally<T: Transport>(
+    t: &T,
+    what: &str,
+    mut take: impl FnMut(&mut Tally, &[u8]),
+) -> BenchResult<Tally> {
     let mut tally = Tally::default();
     loop {
         let f = t.recv().await?;
         match f.header.flags {
-            F_DATA => tally.take(f.bytes()),
+            F_DATA => take(&mut tally, f.bytes()),
             F_END => {
                 t.send(Frame::new(Bytes::copy_from_slice(&tally.to_bytes())).flags(F_SUMMARY))
                     .await?;
@@ -172,7 +224,7 @@ pub async fn stream_recv<T: Transport>(t: &T) -> BenchResult<Tally> {
             }
             other => {
                 return Err(BenchError::new(format!(
-                    "stream_recv: unexpected flags {other:#x}"
+                    "{what}: unexpected flags {other:#x}"
                 )));
             }
         }
@@ -192,6 +244,9 @@ pub async fn serve<T: Transport>(t: &T) -> BenchResult<()> {
             F_CMD_RTT => echo(t).await?,
             F_CMD_STREAM => {
                 stream_recv(t).await?;
+            }
+            F_CMD_STREAM_ZC => {
+                stream_recv_zc(t).await?;
             }
             F_QUIT => {
                 t.close();

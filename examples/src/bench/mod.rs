@@ -13,8 +13,11 @@
 //!   ping-pong, shared-memory spin ping-pong and SPSC ring);
 //! - [`unix_transport`]: a bench-only `Transport` over a Unix socket (the `unix-t` row), which
 //!   exercises the generic cross-process path;
+//! - `iox2` (feature `peers`): peer-library baselines, iceoryx2 publish-subscribe between two
+//!   processes (busy-polling, zero-copy and event-driven rows);
 //! - [`procs`]: child processes, watchdog, CPU pinning;
-//! - [`shmem`]: the only `unsafe` code (shared mapping and inherited descriptors);
+//! - [`shmem`]: the `unsafe` code (shared mapping and inherited descriptors), apart from one
+//!   block in `iox2` (sending a zero-copy loan of which only the sequence number was written);
 //! - [`report`]: percentiles, records, ratios, the table and the JSON output;
 //! - [`rows`]: the list of rows; **add a backend there**.
 
@@ -23,6 +26,8 @@ pub mod cross;
 pub mod eventfd;
 pub mod generic;
 pub mod inproc;
+#[cfg(feature = "peers")]
+pub mod iox2;
 pub mod procs;
 pub mod proto;
 pub mod report;

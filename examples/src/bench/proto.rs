@@ -24,6 +24,20 @@ pub const F_END: u32 = 0xB0_05;
 pub const F_SUMMARY: u32 = 0xB0_06;
 /// Parent → peer: exit.
 pub const F_QUIT: u32 = 0xB0_07;
+/// Parent → peer: start receiving zero-copy `F_DATA` frames (only the sequence number is
+/// written and read) until `F_END`.
+pub const F_CMD_STREAM_ZC: u32 = 0xB0_08;
+
+/// Idle gaps of the `rtt-gap*` modes: before each ping the initiator sleeps this long, so the
+/// peer may park and has to be woken.
+pub const GAPS: [Duration; 3] = [
+    Duration::from_micros(10),
+    Duration::from_micros(100),
+    Duration::from_millis(1),
+];
+
+/// Payload size of the `rtt-gap*` modes.
+pub const GAP_SIZE: usize = 8;
 
 /// Human-readable size: `8 B`, `64 KiB`, `1 MiB`.
 pub fn size_label(size: usize) -> String {
@@ -55,6 +69,14 @@ pub fn stamp(dst: &mut [u8], seq: u64) {
 /// The sequence number stamped at the start of `b`, if it has 8 bytes.
 pub fn read_seq(b: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?))
+}
+
+/// Writes only `seq` into the first 8 bytes (little-endian) of `dst` (zero-copy rows: the rest
+/// of the payload is left as the transport handed it out). Shorter payloads get a truncated
+/// stamp.
+pub fn stamp_seq(dst: &mut [u8], seq: u64) {
+    let n = dst.len().min(8);
+    dst[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
 }
 
 /// True when `b` carries the stamp of `seq` ([`stamp`]).
@@ -140,6 +162,16 @@ impl Tally {
         self.checksum = self.checksum.wrapping_add(checksum(b));
     }
 
+    /// Accounts for one zero-copy message of `len` bytes whose first 8 bytes are `seq` (nothing
+    /// else is read); the expected sequence number is `count + 1`.
+    pub fn take_seq(&mut self, seq: Option<u64>, len: usize) {
+        self.count += 1;
+        self.bytes += len as u64;
+        if seq != Some(self.count) {
+            self.errors += 1;
+        }
+    }
+
     /// Little-endian encoding.
     pub fn to_bytes(&self) -> [u8; Self::ENCODED_LEN] {
         let mut b = [0u8; Self::ENCODED_LEN];
@@ -190,6 +222,9 @@ pub struct Budget {
     pub min_iters: u64,
     /// At most this many samples (or messages).
     pub max_iters: u64,
+    /// Rtt only: how long the initiator sleeps before each ping (zero: no pause), outside the
+    /// timed sample ([`Budget::idle`]).
+    pub gap: Duration,
 }
 
 impl Budget {
@@ -205,6 +240,29 @@ impl Budget {
             measure,
             min_iters: if size >= MAX_SIZE { 20 } else { 100 },
             max_iters: if quick { 300_000 } else { 3_000_000 },
+            gap: Duration::ZERO,
+        }
+    }
+
+    /// Budget of an idle-gap round-trip measurement (`rtt-gap*` modes): a fixed number of
+    /// samples, each preceded by a sleep of `gap`.
+    pub fn rtt_gap(quick: bool, gap: Duration) -> Budget {
+        let iters = if quick { 300 } else { 2000 };
+        Budget {
+            warmup: Duration::from_millis(if quick { 5 } else { 20 }),
+            measure: Duration::ZERO,
+            min_iters: iters,
+            max_iters: iters,
+            gap,
+        }
+    }
+
+    /// Sleeps for the idle gap, if any; called by every rtt initiator before it takes the
+    /// start time of a ping. A blocking sleep (`nanosleep`, precise to tens of µs), also in
+    /// the async rows: tokio timers have a 1 ms granularity.
+    pub fn idle(&self) {
+        if !self.gap.is_zero() {
+            std::thread::sleep(self.gap);
         }
     }
 
@@ -219,12 +277,14 @@ impl Budget {
             },
             min_iters: 20,
             max_iters: u64::MAX,
+            gap: Duration::ZERO,
         }
     }
 
     /// A generous upper bound on the wall time of this measurement, for the watchdog.
     pub fn limit(&self) -> Duration {
-        self.warmup + self.measure * 3 + Duration::from_secs(20)
+        let gaps = (self.gap + Duration::from_micros(200)) * self.min_iters.min(100_000) as u32;
+        self.warmup + self.measure * 3 + gaps * 3 + Duration::from_secs(20)
     }
 }
 
@@ -291,6 +351,23 @@ mod tests {
         p.fill(&mut b, 9);
         t.take(&b);
         assert_eq!(t.errors, 1);
+
+        let mut z = Tally::default();
+        let mut b = vec![0u8; 64];
+        for seq in 1..=2 {
+            stamp_seq(&mut b, seq);
+            z.take_seq(read_seq(&b), b.len());
+        }
+        z.take_seq(None, 64);
+        assert_eq!((z.count, z.bytes, z.errors, z.checksum), (3, 192, 1, 0));
+    }
+
+    #[test]
+    fn gap_budgets() {
+        let b = Budget::rtt_gap(true, GAPS[2]);
+        assert_eq!((b.min_iters, b.max_iters, b.gap), (300, 300, GAPS[2]));
+        assert!(b.limit() > GAPS[2] * 300 * 3);
+        assert_eq!(Budget::rtt(true, 8).gap, Duration::ZERO);
     }
 
     #[test]

@@ -7,21 +7,49 @@ use std::time::Duration;
 
 /// What a record measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Round-trip latency, ping-pong.
+    #[serde(rename = "rtt")]
     Rtt,
+    /// Round-trip latency when the initiator sleeps 10 µs before each ping.
+    #[serde(rename = "rtt-gap10us")]
+    RttGap10us,
+    /// Round-trip latency when the initiator sleeps 100 µs before each ping.
+    #[serde(rename = "rtt-gap100us")]
+    RttGap100us,
+    /// Round-trip latency when the initiator sleeps 1 ms before each ping.
+    #[serde(rename = "rtt-gap1ms")]
+    RttGap1ms,
     /// One-way throughput.
+    #[serde(rename = "stream")]
     Stream,
 }
 
 impl Mode {
-    /// `"rtt"` or `"stream"`.
+    /// The name in the table and in JSON: `"rtt"`, `"rtt-gap10us"`, …, `"stream"`.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Rtt => "rtt",
+            Mode::RttGap10us => "rtt-gap10us",
+            Mode::RttGap100us => "rtt-gap100us",
+            Mode::RttGap1ms => "rtt-gap1ms",
             Mode::Stream => "stream",
         }
+    }
+
+    /// The idle-gap mode for a gap of [`GAPS`](super::proto::GAPS), if it is one of them.
+    pub fn for_gap(gap: Duration) -> Option<Mode> {
+        match gap.as_micros() {
+            10 => Some(Mode::RttGap10us),
+            100 => Some(Mode::RttGap100us),
+            1000 => Some(Mode::RttGap1ms),
+            _ => None,
+        }
+    }
+
+    /// True for the round-trip modes (with or without an idle gap).
+    pub fn is_rtt(self) -> bool {
+        self != Mode::Stream
     }
 }
 
@@ -31,7 +59,7 @@ impl Mode {
 pub struct Record {
     /// Row name (`spin`, `unix`, `mem`, …).
     pub backend: String,
-    /// `rtt` or `stream`.
+    /// `rtt`, `rtt-gap10us`, `rtt-gap100us`, `rtt-gap1ms` or `stream`.
     pub mode: Mode,
     /// Payload size in bytes.
     pub size: u64,
@@ -45,6 +73,9 @@ pub struct Record {
     pub gbps: Option<f64>,
     /// `split` or `same` (or `unpinned` when pinning failed).
     pub placement: String,
+    /// The peer library a row measures (`iceoryx2`), or `None` (`null`) for this workspace's
+    /// backends and the baselines written here.
+    pub peer: Option<String>,
     /// `Transport` rows: wake system calls per frame the parent sent (table only, not JSON).
     #[serde(skip)]
     pub wakes_per_frame: Option<f64>,
@@ -63,8 +94,21 @@ impl Record {
             msgs_per_s: None,
             gbps: None,
             placement: placement.to_string(),
+            peer: None,
             wakes_per_frame: None,
         }
+    }
+
+    /// The same record in another mode (the idle-gap round trips).
+    pub fn with_mode(mut self, mode: Mode) -> Record {
+        self.mode = mode;
+        self
+    }
+
+    /// The same record attributed to a peer library.
+    pub fn with_peer(mut self, peer: Option<&str>) -> Record {
+        self.peer = peer.map(str::to_string);
+        self
     }
 
     /// A stream record: `msgs` messages of `size` bytes in `elapsed`.
@@ -85,6 +129,7 @@ impl Record {
             msgs_per_s: rate,
             gbps,
             placement: placement.to_string(),
+            peer: None,
             wakes_per_frame: None,
         }
     }
@@ -122,9 +167,9 @@ pub fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 /// The ratios shown next to a record.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Ratios {
-    /// rtt p50 / the `spin` row's rtt p50 at the same size.
+    /// rtt p50 / the `spin` row's p50 in the same mode at the same size.
     pub p50_vs_spin: Option<f64>,
-    /// rtt p50 / the `unix` row's rtt p50 at the same size.
+    /// rtt p50 / the `unix` row's p50 in the same mode at the same size.
     pub p50_vs_unix: Option<f64>,
     /// stream msgs/s / the `unix` row's stream msgs/s at the same size.
     pub rate_vs_unix: Option<f64>,
@@ -140,12 +185,12 @@ fn find<'a>(records: &'a [Record], backend: &str, mode: Mode, size: u64) -> Opti
 pub fn ratios(r: &Record, all: &[Record]) -> Ratios {
     let p50 = |x: &Record| x.p50_ns.map(|v| v as f64);
     match r.mode {
-        Mode::Rtt => Ratios {
-            p50_vs_spin: ratio(p50(r), find(all, "spin", Mode::Rtt, r.size).and_then(p50)),
-            p50_vs_unix: ratio(p50(r), find(all, "unix", Mode::Rtt, r.size).and_then(p50)),
+        m if m.is_rtt() => Ratios {
+            p50_vs_spin: ratio(p50(r), find(all, "spin", m, r.size).and_then(p50)),
+            p50_vs_unix: ratio(p50(r), find(all, "unix", m, r.size).and_then(p50)),
             rate_vs_unix: None,
         },
-        Mode::Stream => Ratios {
+        _ => Ratios {
             rate_vs_unix: ratio(
                 r.msgs_per_s,
                 find(all, "unix", Mode::Stream, r.size).and_then(|x| x.msgs_per_s),
@@ -248,6 +293,43 @@ pub fn table(records: &[Record], placement_note: &str) -> String {
          rate/unix: stream msgs/s divided by unix's; wakes/tx: wake system calls per frame sent \
          by the parent side (Transport rows).\n",
     );
+    if records
+        .iter()
+        .any(|r| r.mode.is_rtt() && r.mode != Mode::Rtt)
+    {
+        out.push_str(
+            "rtt-gapN: 8 B round trips where the initiator sleeps N before each ping (not \
+             counted), so a waiting peer may park and must be woken.\n",
+        );
+    }
+    let names = |pick: &dyn Fn(&Record) -> bool| {
+        let mut v: Vec<&str> = Vec::new();
+        for r in records.iter().filter(|r| pick(r)) {
+            if !v.contains(&r.backend.as_str()) {
+                v.push(&r.backend);
+            }
+        }
+        v.join(", ")
+    };
+    let zc = names(&|r| r.backend.ends_with("-zc"));
+    if !zc.is_empty() {
+        let _ = writeln!(
+            out,
+            "zero-copy rows ({zc}): the sender writes only the sequence number into a buffer \
+             loaned from the transport, the receiver reads only that; all other rows copy the \
+             payload in and read every byte."
+        );
+    }
+    let mut peers: Vec<&str> = Vec::new();
+    for p in records.iter().filter_map(|r| r.peer.as_deref()) {
+        if !peers.contains(&p) {
+            peers.push(p);
+        }
+    }
+    for p in peers {
+        let rows = names(&|r| r.peer.as_deref() == Some(p));
+        let _ = writeln!(out, "peer library {p}: rows {rows}.");
+    }
     out
 }
 
@@ -310,6 +392,22 @@ mod tests {
         let mut s = vec![5];
         let other = Record::rtt("mem", 8, &mut s, "split");
         assert_eq!(ratios(&other, &all), Ratios::default());
+        // Idle-gap round trips compare with the same mode only.
+        let gap = |b: &str, p50| {
+            let mut s = vec![p50];
+            Record::rtt(b, 64, &mut s, "split").with_mode(Mode::RttGap1ms)
+        };
+        let g = [gap("unix", 8000), gap("shm", 2000)];
+        let q = ratios(&g[1], &g);
+        assert_eq!((q.p50_vs_unix, q.p50_vs_spin), (Some(0.25), None));
+        assert_eq!(ratios(&g[1], &all), Ratios::default());
+        for (gap, mode) in crate::bench::proto::GAPS.iter().zip([
+            Mode::RttGap10us,
+            Mode::RttGap100us,
+            Mode::RttGap1ms,
+        ]) {
+            assert_eq!(Mode::for_gap(*gap), Some(mode));
+        }
         let t = table(&all, "split");
         assert!(t.contains("p50/spin"));
         assert!(t.contains("4.00x"));
@@ -320,11 +418,15 @@ mod tests {
         let mut s = vec![100, 200];
         let recs = vec![
             Record::rtt("spin", 8, &mut s, "split"),
-            Record::stream("unix", 1024, 10, Duration::from_secs(1), "same"),
+            Record::stream("unix", 1024, 10, Duration::from_secs(1), "same")
+                .with_peer(Some("iceoryx2")),
+            Record::rtt("unix", 8, &mut [5], "split").with_mode(Mode::RttGap100us),
         ];
         let v: serde_json::Value = serde_json::from_str(&to_json(&recs)).expect("valid JSON");
         let arr = v.as_array().expect("an array");
-        assert_eq!(arr.len(), 2);
+        assert_eq!(arr.len(), 3);
+        assert_eq!(arr[1]["peer"], "iceoryx2");
+        assert_eq!(arr[2]["mode"], "rtt-gap100us");
         let mut keys: Vec<&str> = arr[0]
             .as_object()
             .expect("an object")
@@ -341,10 +443,12 @@ mod tests {
                 "msgs_per_s",
                 "p50_ns",
                 "p99_ns",
+                "peer",
                 "placement",
                 "size"
             ]
         );
+        assert!(arr[0]["peer"].is_null());
         assert_eq!(arr[0]["backend"], "spin");
         assert_eq!(arr[0]["mode"], "rtt");
         assert_eq!(arr[0]["size"], 8);

@@ -8,6 +8,8 @@
 //!     about: "transport-shm between two processes",
 //!     rtt_sizes: &SIZES,
 //!     stream_sizes: &SIZES,
+//!     gaps: true,  // also the idle-gap round trips (rtt-gap10us, rtt-gap100us, rtt-gap1ms)
+//!     peer: None,  // or Some("library") for a peer library's row
 //!     start: |p| Ok(Box::new(cross::parent(p, "shm", |path| async move {
 //!         /* bind a listener at `path`, accept one peer, return the Transport */
 //!     })?)),
@@ -15,13 +17,16 @@
 //! },
 //! ```
 //! An in-process backend uses [`inproc::start`] with both ends and `child: None` (see `mem`).
-//! Rows named `spin` and `unix` are the baselines the ratios divide by.
+//! Rows named `spin` and `unix` are the baselines the ratios divide by. Rows of peer libraries
+//! (`iox2-*`, feature `peers`) come from the `iox2` module.
 
 use super::cli::{ChildArgs, Options, Placement};
 use super::generic::StreamOutcome;
+#[cfg(feature = "peers")]
+use super::iox2;
 use super::procs::{self, PlaceCtx};
-use super::proto::{Budget, SIZES, size_label};
-use super::report::{self, Record};
+use super::proto::{Budget, GAP_SIZE, GAPS, SIZES, size_label};
+use super::report::{self, Mode, Record};
 use super::unix_transport::UnixFramed;
 use super::{BenchError, BenchResult, cross, eventfd, inproc, spin, unix};
 use std::io::{IsTerminal, Write};
@@ -57,6 +62,10 @@ pub struct Row {
     pub rtt_sizes: &'static [usize],
     /// Sizes measured in stream mode.
     pub stream_sizes: &'static [usize],
+    /// Also measure the idle-gap round trips ([`GAPS`], [`GAP_SIZE`] payloads).
+    pub gaps: bool,
+    /// The peer library the row measures (`None`: this workspace or a baseline written here).
+    pub peer: Option<&'static str>,
     /// Parent side.
     pub start: StartFn,
     /// Peer side when the peer is a process (`None` for in-process rows).
@@ -70,6 +79,8 @@ pub const ROWS: &[Row] = &[
         about: "shared-memory spin ping-pong / SPSC ring, two processes (lower bound)",
         rtt_sizes: &SIZES,
         stream_sizes: &SIZES,
+        gaps: false,
+        peer: None,
         start: |p| Ok(Box::new(spin::SpinSession::start(p)?)),
         child: Some(spin::child),
     },
@@ -78,6 +89,8 @@ pub const ROWS: &[Row] = &[
         about: "blocking eventfd ping-pong, two processes (one kernel wake each way)",
         rtt_sizes: &[8],
         stream_sizes: &[],
+        gaps: true,
+        peer: None,
         start: |p| Ok(Box::new(eventfd::EventfdSession::start(p)?)),
         child: Some(eventfd::child),
     },
@@ -86,6 +99,8 @@ pub const ROWS: &[Row] = &[
         about: "tokio UnixStream, length-prefixed frames, two processes",
         rtt_sizes: &SIZES,
         stream_sizes: &SIZES,
+        gaps: true,
+        peer: None,
         start: |p| Ok(Box::new(unix::UnixSession::start(p)?)),
         child: Some(unix::child),
     },
@@ -94,6 +109,8 @@ pub const ROWS: &[Row] = &[
         about: "the Transport trait over a Unix socket (bench-only adapter), two processes",
         rtt_sizes: &SIZES,
         stream_sizes: &SIZES,
+        gaps: false,
+        peer: None,
         start: |p| {
             Ok(Box::new(cross::parent(p, "unix-t", |path| async move {
                 UnixFramed::accept_one(&path).await
@@ -106,6 +123,8 @@ pub const ROWS: &[Row] = &[
         about: "transport-mem, two pinned threads of one process",
         rtt_sizes: &SIZES,
         stream_sizes: &SIZES,
+        gaps: false,
+        peer: None,
         start: |p| {
             let (a, b) = transport_mem::pair(transport_mem::MemConfig::default());
             Ok(Box::new(inproc::start(p, "mem", a, b)?))
@@ -117,6 +136,8 @@ pub const ROWS: &[Row] = &[
         about: "transport-shm, two processes through a rendezvous path",
         rtt_sizes: &SIZES,
         stream_sizes: &SIZES,
+        gaps: true,
+        peer: None,
         start: |p| {
             let config = shm_config(p.same_cpu);
             Ok(Box::new(cross::parent(p, "shm", |path| async move {
@@ -124,14 +145,67 @@ pub const ROWS: &[Row] = &[
                 listener.accept().await
             })?))
         },
-        child: Some(|a| {
-            let spin = shm_config(a.same_cpu).spin;
-            cross::child(a, |path| async move {
-                transport_shm::connect_with(&path, spin).await
-            })
-        }),
+        child: Some(shm_child),
+    },
+    Row {
+        name: "shm-zc",
+        about: "transport-shm, zero-copy stream: alloc'd buffer filled in place (sequence number)",
+        rtt_sizes: &[],
+        stream_sizes: &SIZES,
+        gaps: false,
+        peer: None,
+        start: |p| {
+            let config = shm_config(p.same_cpu);
+            let session = cross::parent(p, "shm-zc", |path| async move {
+                let listener = transport_shm::ShmListener::bind(&path, config)?;
+                listener.accept().await
+            })?;
+            Ok(Box::new(session.zero_copy()))
+        },
+        child: Some(shm_child),
+    },
+    #[cfg(feature = "peers")]
+    Row {
+        name: "iox2-poll",
+        about: "iceoryx2 publish-subscribe, busy-polling receive, payload copied in and read",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        gaps: true,
+        peer: Some(iox2::PEER),
+        start: |p| Ok(Box::new(iox2::Iox2Session::start(p, iox2::Flavor::Poll)?)),
+        child: Some(|a| iox2::child(a, iox2::Flavor::Poll)),
+    },
+    #[cfg(feature = "peers")]
+    Row {
+        name: "iox2-poll-zc",
+        about: "iceoryx2 publish-subscribe, busy-polling, zero-copy loans (sequence number only)",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        gaps: true,
+        peer: Some(iox2::PEER),
+        start: |p| Ok(Box::new(iox2::Iox2Session::start(p, iox2::Flavor::PollZc)?)),
+        child: Some(|a| iox2::child(a, iox2::Flavor::PollZc)),
+    },
+    #[cfg(feature = "peers")]
+    Row {
+        name: "iox2-event",
+        about: "iceoryx2 publish-subscribe + event notifier/listener, blocking wait per message",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        gaps: true,
+        peer: Some(iox2::PEER),
+        start: |p| Ok(Box::new(iox2::Iox2Session::start(p, iox2::Flavor::Event)?)),
+        child: Some(|a| iox2::child(a, iox2::Flavor::Event)),
     },
 ];
+
+/// Peer side of the `shm` and `shm-zc` rows.
+fn shm_child(a: &ChildArgs) -> BenchResult<()> {
+    let spin = shm_config(a.same_cpu).spin;
+    cross::child(a, |path| async move {
+        transport_shm::connect_with(&path, spin).await
+    })
+}
 
 /// The `shm` row's session parameters: the backend's defaults, except that when both peers
 /// share one CPU the waiting side parks at once instead of busy-spinning (a spinner there only
@@ -254,7 +328,7 @@ fn run_row(
         let mut samples = session
             .rtt(size, &budget)
             .map_err(|e| e.context(format!("{} rtt {}", row.name, size_label(size))))?;
-        let mut rec = Record::rtt(row.name, size, &mut samples, &place.label);
+        let mut rec = Record::rtt(row.name, size, &mut samples, &place.label).with_peer(row.peer);
         rec.wakes_per_frame = session.wakes_per_frame();
         records.push(rec);
     }
@@ -268,7 +342,23 @@ fn run_row(
         let out = session
             .stream(size, &budget)
             .map_err(|e| e.context(format!("{} stream {}", row.name, size_label(size))))?;
-        let mut rec = Record::stream(row.name, size, out.msgs, out.elapsed, &place.label);
+        let mut rec =
+            Record::stream(row.name, size, out.msgs, out.elapsed, &place.label).with_peer(row.peer);
+        rec.wakes_per_frame = session.wakes_per_frame();
+        records.push(rec);
+    }
+    for gap in GAPS.iter().copied().filter(|_| row.gaps) {
+        let mode = Mode::for_gap(gap).ok_or_else(|| BenchError::new("unnamed idle gap"))?;
+        let what = format!("{} {} {}", row.name, mode.name(), size_label(GAP_SIZE));
+        progress.step(&what);
+        let budget = Budget::rtt_gap(quick, gap);
+        let _w = procs::arm(what.clone(), budget.limit());
+        let mut samples = session
+            .rtt(GAP_SIZE, &budget)
+            .map_err(|e| e.context(&what))?;
+        let mut rec = Record::rtt(row.name, GAP_SIZE, &mut samples, &place.label)
+            .with_mode(mode)
+            .with_peer(row.peer);
         rec.wakes_per_frame = session.wakes_per_frame();
         records.push(rec);
     }
@@ -295,7 +385,10 @@ pub fn run_parent(opts: &Options) -> BenchResult<()> {
         tty: std::io::stderr().is_terminal(),
         total: rows
             .iter()
-            .map(|r| 1 + r.rtt_sizes.len() + r.stream_sizes.len())
+            .map(|r| {
+                let gaps = if r.gaps { GAPS.len() } else { 0 };
+                1 + r.rtt_sizes.len() + r.stream_sizes.len() + gaps
+            })
             .sum(),
         done: 0,
     };

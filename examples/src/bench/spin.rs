@@ -52,15 +52,17 @@ fn slots(size: usize) -> usize {
 }
 
 /// Waits politely or not: pure spinning on separate CPUs, yielding when sharing one; every
-/// 2^18 rounds runs `check` (is the peer still alive?).
-struct Spinner<F: FnMut() -> BenchResult<()>> {
+/// 2^18 rounds runs `check` (is the peer still alive?). Also used by the busy-polling peer rows.
+pub struct Spinner<F: FnMut() -> BenchResult<()>> {
     same_cpu: bool,
     n: u32,
     check: F,
 }
 
 impl<F: FnMut() -> BenchResult<()>> Spinner<F> {
-    fn new(same_cpu: bool, check: F) -> Self {
+    /// A spinner that yields after a few rounds when `same_cpu`, and calls `check` now and
+    /// then (its error ends the wait).
+    pub fn new(same_cpu: bool, check: F) -> Self {
         Spinner {
             same_cpu,
             n: 0,
@@ -68,8 +70,9 @@ impl<F: FnMut() -> BenchResult<()>> Spinner<F> {
         }
     }
 
+    /// One round of waiting.
     #[inline]
-    fn pause(&mut self) -> BenchResult<()> {
+    pub fn pause(&mut self) -> BenchResult<()> {
         self.n = self.n.wrapping_add(1);
         if self.same_cpu && self.n > 16 {
             std::thread::yield_now();
@@ -82,7 +85,13 @@ impl<F: FnMut() -> BenchResult<()>> Spinner<F> {
         Ok(())
     }
 
-    fn until(&mut self, mut cond: impl FnMut() -> bool) -> BenchResult<()> {
+    /// Starts a new wait: the next rounds spin again before yielding.
+    pub fn reset(&mut self) {
+        self.n = 0;
+    }
+
+    /// Waits until `cond` holds.
+    pub fn until(&mut self, mut cond: impl FnMut() -> bool) -> BenchResult<()> {
         self.n = 0;
         while !cond() {
             self.pause()?;
@@ -173,6 +182,7 @@ impl Session for SpinSession {
         let mut seq = 0u64;
         loop {
             seq += 1;
+            budget.idle();
             let t0 = Instant::now();
             write_stamped(r, BUF_A, pattern, size, seq);
             ping.store(seq, Release);

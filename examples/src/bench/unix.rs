@@ -111,6 +111,7 @@ impl Session for UnixSession {
             let mut seq = 0u64;
             loop {
                 seq += 1;
+                budget.idle();
                 let t0 = Instant::now();
                 put_header(wire, size, F_PING, seq);
                 pattern.fill(&mut wire[HDR..], seq);

@@ -186,6 +186,7 @@ mod tests {
                 measure: Duration::from_millis(5),
                 min_iters: 10,
                 max_iters: 1000,
+                gap: Duration::ZERO,
             };
             for size in [8, 64 * 1024] {
                 let samples = generic::rtt(&a, size, &budget, &pattern)
@@ -197,7 +198,17 @@ mod tests {
                     .expect("stream");
                 assert!(out.msgs >= 10);
                 assert_eq!(out.bytes, out.msgs * size as u64);
+                let out = generic::stream_send_zc(&a, size, &budget)
+                    .await
+                    .expect("zero-copy stream");
+                assert!(out.msgs >= 10);
             }
+            let gap = Budget {
+                gap: Duration::from_micros(10),
+                ..budget
+            };
+            let samples = generic::rtt(&a, 8, &gap, &pattern).await.expect("gap rtt");
+            assert!(samples.len() >= 10);
             generic::quit(&a).await.expect("quit");
             peer.await.expect("join").expect("serve");
         });

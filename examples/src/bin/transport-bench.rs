@@ -1,9 +1,10 @@
 //! `transport-bench`: round-trip latency and one-way throughput of every backend and of the
-//! baselines (spin, eventfd, unix), between two processes where the backend allows.
+//! baselines (spin, eventfd, unix), between two processes where the backend allows; with the
+//! cargo feature `peers`, also of a peer library (iceoryx2).
 //!
 //! ```text
-//! cargo run --release -p examples --bin transport-bench -- [--quick] [--json PATH]
-//!     [--placement split|same] [--only NAME[,NAME...]]
+//! cargo run --release -p examples [--features peers] --bin transport-bench -- [--quick]
+//!     [--json PATH] [--placement split|same] [--only NAME[,NAME...]]
 //! ```
 //!
 //! The code lives in [`examples::bench`]; this binary also plays the peer process when started
