@@ -139,7 +139,7 @@ pub const ROWS: &[Row] = &[
         gaps: true,
         peer: None,
         start: |p| {
-            let config = shm_config(p.same_cpu);
+            let config = transport_shm::ShmConfig::default();
             Ok(Box::new(cross::parent(p, "shm", |path| async move {
                 let listener = transport_shm::ShmListener::bind(&path, config)?;
                 listener.accept().await
@@ -155,7 +155,7 @@ pub const ROWS: &[Row] = &[
         gaps: false,
         peer: None,
         start: |p| {
-            let config = shm_config(p.same_cpu);
+            let config = transport_shm::ShmConfig::default();
             let session = cross::parent(p, "shm-zc", |path| async move {
                 let listener = transport_shm::ShmListener::bind(&path, config)?;
                 listener.accept().await
@@ -201,21 +201,9 @@ pub const ROWS: &[Row] = &[
 
 /// Peer side of the `shm` and `shm-zc` rows.
 fn shm_child(a: &ChildArgs) -> BenchResult<()> {
-    let spin = shm_config(a.same_cpu).spin;
-    cross::child(a, |path| async move {
-        transport_shm::connect_with(&path, spin).await
-    })
-}
-
-/// The `shm` row's session parameters: the backend's defaults, except that when both peers
-/// share one CPU the waiting side parks at once instead of busy-spinning (a spinner there only
-/// burns the time slice the peer needs to answer; cf. `spin`, which yields in that case).
-fn shm_config(same_cpu: bool) -> transport_shm::ShmConfig {
-    let mut c = transport_shm::ShmConfig::default();
-    if same_cpu {
-        c.spin = Duration::ZERO;
-    }
-    c
+    // The backend's defaults serve both placements: its spin yields the CPU every few dozen
+    // tries, so a peer sharing the CPU is not delayed.
+    cross::child(a, |path| async move { transport_shm::connect(&path).await })
 }
 
 /// True when `name` is a row.
