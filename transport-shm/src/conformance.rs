@@ -1,9 +1,12 @@
 //! This backend described for the conformance suite (feature `conformance`).
 
+use crate::hub::{HubConfig, HubHost, HubPeer};
 use crate::layout::{Geometry, SlotClass};
 use crate::{INLINE_MAX, ShmConfig, ShmListener, ShmTransport};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use transport_api::Result;
+use transport_api::{Frame, Result, Stats, Transport, TrySendError, TxBuf};
 use transport_conformance::{Backend, Capabilities, PairOptions};
 
 /// The `shm` backend under test.
@@ -33,6 +36,16 @@ pub fn small_geometry() -> Geometry {
             },
         ],
     }
+}
+
+/// A socket path unique to this process and call (parallel tests never share one).
+fn socket_path(kind: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "transport-{kind}-conformance-{}-{}.sock",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 fn config(opts: PairOptions) -> ShmConfig {
@@ -78,12 +91,7 @@ impl Backend for ShmBackend {
     }
 
     async fn listen(&self, opts: PairOptions) -> Result<(ShmListener, String)> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "transport-shm-conformance-{}-{}.sock",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = socket_path("shm");
         let l = ShmListener::bind(&path, config(opts))?;
         Ok((l, path.display().to_string()))
     }
@@ -94,5 +102,124 @@ impl Backend for ShmBackend {
 
     async fn connect(&self, address: &str) -> Result<ShmTransport> {
         crate::connect(address).await
+    }
+}
+
+/// The `hub` backend under test: every session is a hub host ↔ hub peer session.
+///
+/// `pair` starts a small hub (two regions) and connects one in-process peer; `listen` starts a
+/// hub with a **single** region, so every cross-process scenario that accepts again (reconnect
+/// after death) also proves that a dead peer's region is reclaimed and reused.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HubBackend;
+
+/// One end of a hub session as the suite sees it.
+pub enum HubEnd {
+    /// The host side (owning handle; the hub is kept alive with it when it was made by `pair`).
+    Host {
+        /// The session; dropping it closes the session.
+        peer: HubPeer,
+        /// The hub of an in-process pair (dropped after the session: fields drop in order).
+        hub: Option<Arc<HubHost>>,
+    },
+    /// The peer side: an ordinary pair side B over the peer's region.
+    Peer(ShmTransport),
+}
+
+impl HubEnd {
+    fn t(&self) -> &dyn transport_api::DynTransport {
+        match self {
+            HubEnd::Host { peer, .. } => peer,
+            HubEnd::Peer(t) => t,
+        }
+    }
+}
+
+impl Transport for HubEnd {
+    async fn send(&self, frame: Frame) -> Result<()> {
+        match self {
+            HubEnd::Host { peer, .. } => peer.send(frame).await,
+            HubEnd::Peer(t) => t.send(frame).await,
+        }
+    }
+    fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
+        self.t().dyn_try_send(frame)
+    }
+    async fn recv(&self) -> Result<Frame> {
+        match self {
+            HubEnd::Host { peer, .. } => peer.recv().await,
+            HubEnd::Peer(t) => t.recv().await,
+        }
+    }
+    fn try_recv(&self) -> Result<Option<Frame>> {
+        self.t().dyn_try_recv()
+    }
+    async fn alloc(&self, len: usize) -> Result<TxBuf> {
+        match self {
+            HubEnd::Host { peer, .. } => peer.alloc(len).await,
+            HubEnd::Peer(t) => t.alloc(len).await,
+        }
+    }
+    fn close(&self) {
+        self.t().dyn_close()
+    }
+    fn max_payload(&self) -> usize {
+        self.t().dyn_max_payload()
+    }
+    fn stats(&self) -> Stats {
+        self.t().dyn_stats()
+    }
+    fn backend(&self) -> &'static str {
+        "hub"
+    }
+}
+
+fn hub_config(opts: PairOptions, max_peers: usize) -> HubConfig {
+    let c = config(opts);
+    HubConfig {
+        max_peers,
+        geometry: c.geometry,
+        spin: c.spin,
+    }
+}
+
+impl Backend for HubBackend {
+    type T = HubEnd;
+    type Listener = HubHost;
+
+    fn name(&self) -> &'static str {
+        "hub"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        ShmBackend.capabilities()
+    }
+
+    async fn pair(&self, opts: PairOptions) -> Result<(HubEnd, HubEnd)> {
+        let path = socket_path("hub");
+        let hub = Arc::new(HubHost::bind(&path, hub_config(opts, 2))?);
+        let (host, peer) = tokio::try_join!(hub.accept_owned(), crate::connect(&path))?;
+        Ok((
+            HubEnd::Host {
+                peer: host.1,
+                hub: Some(hub),
+            },
+            HubEnd::Peer(peer),
+        ))
+    }
+
+    async fn listen(&self, opts: PairOptions) -> Result<(HubHost, String)> {
+        let path = socket_path("hub");
+        let hub = HubHost::bind(&path, hub_config(opts, 1))?;
+        Ok((hub, path.display().to_string()))
+    }
+
+    async fn accept(&self, listener: &HubHost) -> Result<HubEnd> {
+        let (_, peer) = listener.accept_owned().await?;
+        Ok(HubEnd::Host { peer, hub: None })
+    }
+
+    async fn connect(&self, address: &str) -> Result<HubEnd> {
+        Ok(HubEnd::Peer(crate::connect(address).await?))
     }
 }

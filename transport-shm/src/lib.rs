@@ -7,6 +7,8 @@
 //!   decoding), [`pool`] (the sender-private slot allocator and the receiver's held set). These
 //!   are written over [`AtomicU64`](std::sync::atomic::AtomicU64) slices and are model-checked
 //!   with loom (`--cfg loom`).
+//! * **Hub** — [`hub`]: one host, many peers, one segment of per-peer regions, each laid out
+//!   and run exactly like a pair segment.
 //! * **OS** — [`os`] (memfd, mmap, eventfd, pidfd, `SCM_RIGHTS`), [`mapping`] (the only `unsafe`
 //!   code: checked atomic and byte views of the mapping) and [`segment`] (a mapped segment with
 //!   its local layout, ring and slot accessors).
@@ -18,6 +20,8 @@
 #[cfg(not(loom))]
 pub mod allocator;
 pub mod descriptor;
+#[cfg(not(loom))]
+pub mod hub;
 pub mod layout;
 #[cfg(not(loom))]
 mod listener;
@@ -41,9 +45,14 @@ mod loom_tests;
 #[cfg(not(loom))]
 pub use allocator::ShmAllocator;
 pub use descriptor::{DescPayload, Descriptor, DescriptorError, INLINE_MAX, SlotRef};
+#[cfg(not(loom))]
+pub use hub::{HubConfig, HubFactory, HubHost, HubPeer, PeerId, PeerInfo, PeerState};
 pub use layout::{Direction, Geometry, Layout, LayoutError, Side, SlotClass};
 #[cfg(not(loom))]
-pub use listener::{ShmConfig, ShmFactory, ShmListener, connect, connect_with, pair};
+pub use listener::{
+    INHERIT_ENV, ShmConfig, ShmFactory, ShmListener, connect, connect_with, from_inherited, pair,
+    spawn_peer,
+};
 #[cfg(not(loom))]
 pub use os::OsError;
 pub use pool::{HeldSet, Occupancy, PoolError, SenderPool, SlotState};

@@ -13,7 +13,7 @@ use crate::layout::{Geometry, Side, SlotClass};
 use crate::os;
 use crate::segment::Segment;
 use crate::session::{MSG_READY, SessionParts, ShmTransport};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
@@ -22,6 +22,10 @@ use transport_api::{
 };
 
 const HELLO: &[u8; 8] = b"TSHM\x01\x00\x00\x00";
+/// First 8 bytes of a hub's hello (then the region offset and length).
+const HUB_HELLO: &[u8; 8] = b"TSHM\x02\x00\x00\x00";
+/// Length of a hub's hello.
+pub(crate) const HUB_HELLO_LEN: usize = 24;
 /// How long a handshake may take before it fails.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -110,16 +114,36 @@ async fn with_timeout<T>(what: &str, f: impl Future<Output = Result<T>>) -> Resu
 async fn serve_handshake(sock: OwnedFd, config: &ShmConfig) -> Result<ShmTransport> {
     let (memfd, seg) = Segment::create(config.geometry.clone())
         .map_err(|e| TransportError::Config(format!("shm segment: {e}")))?;
+    serve_segment(sock, seg, memfd.as_fd(), HELLO, config.spin).await
+}
+
+/// Side A of a handshake over an already laid out segment: sends `hello` with the segment's
+/// memfd and two new doorbells, waits for the peer's ready and starts the session.
+///
+/// `hello` is [`HELLO`] for a pair (the peer maps the whole file) or a [`hub_hello`] naming
+/// the region the peer must map (the hub).
+pub(crate) async fn serve_segment(
+    sock: OwnedFd,
+    seg: Segment,
+    memfd: BorrowedFd<'_>,
+    hello: &[u8],
+    spin: Duration,
+) -> Result<ShmTransport> {
     let bell_a = os::eventfd().map_err(io)?;
     let bell_b = os::eventfd().map_err(io)?;
     let sock = os::async_readable(sock)?;
-    os::send_fds(
+    let sent = os::send_fds(
         sock.get_ref(),
-        HELLO,
-        &[memfd.as_fd(), bell_a.as_fd(), bell_b.as_fd()],
+        hello,
+        &[memfd, bell_a.as_fd(), bell_b.as_fd()],
     )
     .map_err(io)?;
-    drop(memfd);
+    if sent != hello.len() {
+        return Err(handshake_err(format!(
+            "the hello was cut short: {sent} of {} bytes sent",
+            hello.len()
+        )));
+    }
     with_timeout("waiting for the peer to attach", async {
         loop {
             let mut g = sock.readable().await?;
@@ -152,43 +176,117 @@ async fn serve_handshake(sock: OwnedFd, config: &ShmConfig) -> Result<ShmTranspo
         sock,
         my_bell: bell_a,
         peer_bell: bell_b,
-        spin: config.spin,
+        spin,
     })
 }
 
+/// The hello of a hub: [`HUB_HELLO`] then the region's offset and length (little-endian
+/// `u64`s) inside the memfd that travels with it.
+pub(crate) fn hub_hello(offset: u64, len: u64) -> [u8; HUB_HELLO_LEN] {
+    let mut h = [0u8; HUB_HELLO_LEN];
+    h[..8].copy_from_slice(HUB_HELLO);
+    h[8..16].copy_from_slice(&offset.to_le_bytes());
+    h[16..24].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// What the listener's hello asks the connector to map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HelloKind {
+    /// The whole file (a pair segment).
+    Pair,
+    /// Only `len` bytes at `offset` (a hub region).
+    Region { offset: u64, len: u64 },
+}
+
+fn parse_hello(hello: &[u8]) -> Option<HelloKind> {
+    if hello == HELLO {
+        return Some(HelloKind::Pair);
+    }
+    if hello.len() == HUB_HELLO_LEN && &hello[..8] == HUB_HELLO {
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&hello[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        return Some(HelloKind::Region {
+            offset: word(8),
+            len: word(16),
+        });
+    }
+    None
+}
+
 /// Receives the segment and doorbells over `sock`, validates and maps them, answers ready.
+///
+/// Works against a pair listener (maps the whole segment) and against a hub (maps only the
+/// region the hello names; the session is then exactly a pair's side B).
 async fn join_handshake(sock: OwnedFd, spin: Duration) -> Result<ShmTransport> {
     let sock = os::async_readable(sock)?;
     let (hello, fds) = with_timeout("waiting for the segment", async {
+        let mut hello = Vec::new();
+        let mut fds = Vec::new();
         loop {
             let mut g = sock.readable().await?;
-            let mut buf = [0u8; 8];
-            match g
-                .try_io(|fd| os::recv_fds(fd.get_ref(), &mut buf, 3).map_err(std::io::Error::from))
-            {
+            let mut buf = [0u8; HUB_HELLO_LEN];
+            // A stream socket may split the hello: read until it is complete (descriptors
+            // come with the first byte); a pair hello is complete after 8 bytes.
+            let want = if hello.len() >= 8 && hello[..8] == *HUB_HELLO {
+                HUB_HELLO_LEN
+            } else {
+                8
+            };
+            let room = want.saturating_sub(hello.len()).max(1);
+            let max_fds = if fds.is_empty() { 3 } else { 0 };
+            match g.try_io(|fd| {
+                os::recv_fds(fd.get_ref(), &mut buf[..room], max_fds).map_err(std::io::Error::from)
+            }) {
                 Err(_) => continue,
-                Ok(Ok((n, fds))) => return Ok((buf[..n].to_vec(), fds)),
+                Ok(Ok((0, _))) => {
+                    return Err(handshake_err(format!(
+                        "the listener hung up after {} hello bytes",
+                        hello.len()
+                    )));
+                }
+                Ok(Ok((n, got))) => {
+                    hello.extend_from_slice(&buf[..n]);
+                    fds.extend(got);
+                    let want = if hello.len() >= 8 && hello[..8] == *HUB_HELLO {
+                        HUB_HELLO_LEN
+                    } else {
+                        8
+                    };
+                    if hello.len() >= want {
+                        return Ok((hello, fds));
+                    }
+                }
                 Ok(Err(e)) => return Err(e.into()),
             }
         }
     })
     .await?;
-    if hello.as_slice() != HELLO || fds.len() != 3 {
+    let kind = parse_hello(&hello);
+    let (Some(kind), 3) = (kind, fds.len()) else {
         return Err(handshake_err(format!(
-            "bad hello from the listener: {} bytes {:?} with {} descriptors (want {:?} with 3)",
+            "bad hello from the listener: {} bytes {:?} with {} descriptors (want {:?} or \
+             {:?}+offset+length, with 3)",
             hello.len(),
             hello,
             fds.len(),
-            HELLO
+            HELLO,
+            HUB_HELLO
         )));
-    }
+    };
     let mut fds = fds.into_iter();
     let (memfd, bell_a, bell_b) = match (fds.next(), fds.next(), fds.next()) {
         (Some(m), Some(a), Some(b)) => (m, a, b),
         _ => return Err(handshake_err("missing descriptors".into())),
     };
-    let seg = Segment::attach(memfd.as_fd())
-        .map_err(|e| TransportError::corrupt(format!("the listener's segment is invalid: {e}")))?;
+    let seg = match kind {
+        HelloKind::Pair => Segment::attach(memfd.as_fd()),
+        HelloKind::Region { offset, len } => Segment::attach_region(memfd.as_fd(), offset, len),
+    }
+    .map_err(|e| TransportError::corrupt(format!("the listener's segment is invalid: {e}")))?;
     drop(memfd);
     let sock = sock.into_inner();
     rustix::io::write(&sock, &[MSG_READY]).map_err(io)?;
@@ -280,7 +378,7 @@ impl Drop for ShmListener {
 /// True when `path` is a socket file that nobody listens on (connecting is refused). A live
 /// listener is never probed by a real connection here: the caller only asks after `bind`
 /// failed, and a refused connect leaves nothing in anyone's accept queue.
-fn is_stale_socket(path: &Path) -> bool {
+pub(crate) fn is_stale_socket(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
     is_socket
@@ -308,6 +406,56 @@ pub async fn connect_with(path: impl AsRef<Path>, spin: Duration) -> Result<ShmT
     let t = join_handshake(fd, spin).await?;
     tracing::info!(backend = "shm", path = %path.display(), "connected");
     Ok(t)
+}
+
+/// Environment variable through which [`spawn_peer`] tells the child which descriptor holds its
+/// session socket.
+pub const INHERIT_ENV: &str = "TRANSPORT_SHM_FD";
+
+/// Spawns `cmd` as a peer that inherits a ready session socket (no path, no rendezvous race):
+/// the child calls [`from_inherited`]. Returns the child and this side's endpoint once the child
+/// attached. The socket is inherited only by this child (close-on-exec is cleared in the child
+/// alone, just before exec).
+pub async fn spawn_peer(
+    cmd: &mut std::process::Command,
+    config: ShmConfig,
+) -> Result<(std::process::Child, ShmTransport)> {
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(io)?;
+    cmd.env(INHERIT_ENV, theirs.as_raw_fd().to_string());
+    os::inherit_in_child(cmd, theirs.as_fd());
+    let mut child = cmd.spawn()?;
+    drop(theirs);
+    match serve_handshake(ours, &config).await {
+        Ok(t) => Ok((child, t)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+/// In a process started by [`spawn_peer`]: adopts the inherited session socket named by
+/// [`INHERIT_ENV`] and attaches. Call it once.
+pub async fn from_inherited() -> Result<ShmTransport> {
+    let raw = std::env::var(INHERIT_ENV).map_err(|_| {
+        TransportError::Config(format!(
+            "{INHERIT_ENV} is not set: this process was not started by spawn_peer"
+        ))
+    })?;
+    let fd: i32 = raw.parse().map_err(|_| {
+        TransportError::Config(format!("{INHERIT_ENV}=`{raw}` is not a descriptor number"))
+    })?;
+    let sock = os::adopt_inherited_socket(fd).map_err(io)?;
+    rustix::io::ioctl_fionbio(&sock, true).map_err(io)?;
+    join_handshake(sock, ShmConfig::default().spin).await
 }
 
 /// Two connected endpoints in this process (both map the same segment). Useful for tests and
@@ -365,5 +513,26 @@ impl BackendFactory for ShmFactory {
     async fn connect(&self, config: &TransportConfig) -> Result<BoxTransport> {
         let c = ShmConfig::from_config(config)?;
         Ok(Box::new(connect_with(&config.address, c.spin).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hellos_parse() {
+        assert_eq!(parse_hello(HELLO), Some(HelloKind::Pair));
+        let h = hub_hello(1 << 20, 8192);
+        assert_eq!(
+            parse_hello(&h),
+            Some(HelloKind::Region {
+                offset: 1 << 20,
+                len: 8192
+            })
+        );
+        assert_eq!(parse_hello(&h[..23]), None);
+        assert_eq!(parse_hello(&h[..8]), None);
+        assert_eq!(parse_hello(b"TSHM\x03\x00\x00\x00"), None);
     }
 }

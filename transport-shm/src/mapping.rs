@@ -38,27 +38,92 @@ pub enum MappingError {
     },
 }
 
-/// A shared read-write mapping of a segment.
-#[derive(Debug)]
+/// A shared read-write mapping of a segment, or a sub-range (a *region*) of one.
+///
+/// Offsets given to [`words`](Self::words) and [`bytes`](Self::bytes) are relative to the start
+/// of this mapping or region, so a [`crate::segment::Segment`] laid over a hub region works
+/// exactly as over a whole pair segment.
 pub struct Mapping {
-    raw: MmapRaw,
+    raw: Arc<MmapRaw>,
+    /// Start of this view inside `raw` (0 for a whole mapping; a multiple of
+    /// [`REGION_ALIGN`] for a region).
+    base: usize,
+    len: usize,
+    /// Dropped with the last reference into this view (a region's "no host reference left"
+    /// signal, see [`Mapping::region`]).
+    _guard: Option<Box<dyn Send + Sync>>,
 }
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .field("region", &self._guard.is_some())
+            .finish()
+    }
+}
+
+/// Alignment required of a region's start inside its mapping (one cache line; the hub uses
+/// page-aligned regions).
+pub const REGION_ALIGN: usize = 64;
 
 impl Mapping {
     /// Takes ownership of a mapping (it must be a shared, read-write mapping, as made by
     /// [`crate::os`]).
     pub fn new(raw: MmapRaw) -> Arc<Mapping> {
-        Arc::new(Mapping { raw })
+        let len = raw.len();
+        Arc::new(Mapping {
+            raw: Arc::new(raw),
+            base: 0,
+            len,
+            _guard: None,
+        })
+    }
+
+    /// A view of `len` bytes at `offset` of this mapping, sharing the same pages; offsets into
+    /// the view start at 0. `guard` is dropped when the last reference into the view (the view
+    /// itself and every [`SharedWords`]/[`SharedBytes`] made from it) is gone, which is how the
+    /// hub learns that nothing in this process touches a region any more.
+    pub fn region(
+        self: &Arc<Self>,
+        offset: usize,
+        len: usize,
+        guard: Box<dyn Send + Sync>,
+    ) -> Result<Arc<Mapping>, MappingError> {
+        if offset % REGION_ALIGN != 0 {
+            return Err(MappingError::Misaligned { offset });
+        }
+        self.check(offset, len)?;
+        Ok(Arc::new(Mapping {
+            raw: Arc::clone(&self.raw),
+            base: self.base + offset,
+            len,
+            _guard: Some(guard),
+        }))
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.raw.len()
+        self.len
     }
 
     /// True for an empty mapping.
     pub fn is_empty(&self) -> bool {
-        self.raw.len() == 0
+        self.len == 0
+    }
+
+    /// Pointer to byte `offset` of this view.
+    ///
+    /// Callers pass an `offset` that was bounds-checked against [`len`](Self::len) (at most
+    /// `len`), so the result lies inside (or one past the end of) the underlying mapping.
+    fn at(&self, offset: usize) -> *mut u8 {
+        debug_assert!(offset <= self.len);
+        // SAFETY: `base + len <= raw.len()` holds by construction (`new` uses the whole
+        // mapping, `region` checks its range against the parent view, which is itself inside
+        // `raw`), and callers keep `offset <= len`, so the addition stays within the mapping
+        // (or one past its end) and does not overflow.
+        unsafe { self.raw.as_mut_ptr().add(self.base + offset) }
     }
 
     fn check(&self, offset: usize, len: usize) -> Result<(), MappingError> {
@@ -118,15 +183,16 @@ impl Deref for SharedWords {
 
     fn deref(&self) -> &[AtomicU64] {
         // SAFETY: `Mapping::words` checked that `offset..offset + 8 * count` lies inside the
-        // mapping and that `offset` is a multiple of 8; the mapping base is page-aligned, so the
-        // pointer is aligned for `AtomicU64` (size and alignment 8). The mapping is alive as
+        // mapping (or region) and that `offset` is a multiple of 8; the mapping base is
+        // page-aligned and a region starts at a multiple of `REGION_ALIGN` (64), so the pointer
+        // is aligned for `AtomicU64` (size and alignment 8). The mapping is alive as
         // long as `self.map`, hence as long as the returned borrow of `self`. `AtomicU64` has
         // interior mutability and every bit pattern is valid, so concurrent writes by this or
         // another process (through atomics, or arbitrary bytes from a hostile peer) are allowed
         // through a shared reference.
         unsafe {
             std::slice::from_raw_parts(
-                self.map.raw.as_ptr().add(self.offset).cast::<AtomicU64>(),
+                self.map.at(self.offset).cast_const().cast::<AtomicU64>(),
                 self.count,
             )
         }
@@ -155,10 +221,9 @@ impl SharedBytes {
     /// Start of the range, valid for reads and writes of [`len`](Self::len) bytes while the
     /// mapping lives (for building a zero-copy lease; the caller must then own the slot).
     pub fn as_ptr(&self) -> NonNull<u8> {
-        // SAFETY: `offset <= mapping length` was checked at creation, so the result is within
-        // (or one past the end of) the mapping, whose base pointer is non-null.
-        let p = unsafe { self.map.raw.as_mut_ptr().add(self.offset) };
-        NonNull::new(p).unwrap_or(NonNull::dangling())
+        // `offset <= mapping length` was checked at creation, so the result is within (or one
+        // past the end of) the mapping, whose base pointer is non-null.
+        NonNull::new(self.map.at(self.offset)).unwrap_or(NonNull::dangling())
     }
 
     /// The mapping this range belongs to (to keep it alive alongside [`as_ptr`](Self::as_ptr)).
@@ -185,11 +250,7 @@ impl SharedBytes {
         // process memory, so it cannot overlap the shared mapping's bytes we write. No Rust
         // reference to the shared bytes is created.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                src.as_ptr(),
-                self.map.raw.as_mut_ptr().add(off),
-                src.len(),
-            );
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.map.at(off), src.len());
         }
         Ok(())
     }
@@ -200,7 +261,7 @@ impl SharedBytes {
         // SAFETY: as in `write`; `dst` is exclusively borrowed process memory.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                self.map.raw.as_ptr().add(off),
+                self.map.at(off).cast_const(),
                 dst.as_mut_ptr(),
                 dst.len(),
             );
@@ -260,5 +321,45 @@ mod tests {
         assert!(b.write(1, &[0; 8]).is_err());
         assert!(b.read(8, &mut [0; 1]).is_err());
         assert!(b.read(8, &mut []).is_ok());
+    }
+
+    #[test]
+    fn region_views_are_relative_checked_and_signal_their_end() {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let m = anon(3 * 4096);
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        assert!(matches!(
+            m.region(8, 64, Box::new(())),
+            Err(MappingError::Misaligned { offset: 8 })
+        ));
+        assert!(matches!(
+            m.region(4096, 3 * 4096, Box::new(())),
+            Err(MappingError::OutOfBounds { .. })
+        ));
+        let r = m.region(4096, 4096, Box::new(Flag(gone.clone()))).unwrap();
+        assert_eq!(r.len(), 4096);
+        // Offsets are relative to the region; its bounds are its own.
+        r.words(0, 1).unwrap()[0].store(0xabcd, Ordering::Relaxed);
+        assert_eq!(m.words(4096, 1).unwrap()[0].load(Ordering::Relaxed), 0xabcd);
+        assert!(r.words(4096 - 8, 2).is_err());
+        assert!(r.bytes(4096, 1).is_err());
+        let b = r.bytes(4095, 1).unwrap();
+        b.write(0, &[7]).unwrap();
+        assert_eq!(m.bytes(2 * 4096 - 1, 1).unwrap().to_vec(1).unwrap(), [7]);
+        // A region of a region nests.
+        let rr = r.region(64, 128, Box::new(())).unwrap();
+        rr.bytes(0, 1).unwrap().write(0, &[9]).unwrap();
+        assert_eq!(m.bytes(4096 + 64, 1).unwrap().to_vec(1).unwrap(), [9]);
+        drop(rr);
+        // The guard goes with the last view into the region.
+        drop(r);
+        assert!(!gone.load(Ordering::SeqCst));
+        drop(b);
+        assert!(gone.load(Ordering::SeqCst));
     }
 }

@@ -31,6 +31,14 @@ pub const SEGMENT_SEALS: SealFlags = SealFlags::SHRINK
 /// Why an OS-layer operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OsError {
+    /// The descriptor named as inherited from the parent is unusable.
+    #[error("inherited descriptor {fd} is unusable: {why}")]
+    BadInheritedFd {
+        /// The descriptor number.
+        fd: i32,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Io {
@@ -53,6 +61,18 @@ pub enum OsError {
     NotSealed {
         /// The seals found.
         seals: u32,
+    },
+    /// A hub region does not lie page-aligned inside its segment.
+    #[error(
+        "region of {len} bytes at offset {offset} is not a page-aligned range of the {size}-byte segment"
+    )]
+    BadRegion {
+        /// Offset asked for.
+        offset: u64,
+        /// Length asked for.
+        len: u64,
+        /// Size of the segment (`fstat`).
+        size: u64,
     },
     /// More descriptors than [`MAX_FDS`] were given or received.
     #[error("{got} file descriptors exceed the limit of {max}")]
@@ -144,6 +164,63 @@ pub fn map_segment(fd: BorrowedFd<'_>) -> Result<MmapRaw, OsError> {
         .len(len)
         .map_raw(&fd)
         .map_err(|source| OsError::Io { op: "mmap", source })
+}
+
+/// The system page size (region offsets of a hub segment are multiples of it).
+pub fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+/// Maps only `len` bytes at `offset` of a segment received from the peer (a hub region):
+/// checks the seals and that `offset..offset + len` lies inside the file (`fstat`), that
+/// `offset` is a multiple of the page size (so not one byte before the region is mapped) and
+/// that `len` is within `HEADER_LEN..=MAX_SEGMENT_LEN`.
+pub fn map_segment_range(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<MmapRaw, OsError> {
+    let seals = rustix::fs::fcntl_get_seals(fd).map_err(OsError::io("fcntl(F_GET_SEALS)"))?;
+    if !seals.contains(SealFlags::SHRINK) {
+        return Err(OsError::NotSealed {
+            seals: seals.bits(),
+        });
+    }
+    let st = rustix::fs::fstat(fd).map_err(OsError::io("fstat"))?;
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    let page = page_size() as u64;
+    let end = offset.checked_add(len);
+    if offset % page != 0 || end.is_none_or(|e| e > size) {
+        return Err(OsError::BadRegion { offset, len, size });
+    }
+    if len < HEADER_LEN as u64 || len > MAX_SEGMENT_LEN {
+        return Err(OsError::BadSegmentSize {
+            len,
+            min: HEADER_LEN,
+        });
+    }
+    let ulen = usize::try_from(len).map_err(|_| OsError::BadRegion { offset, len, size })?;
+    MmapOptions::new()
+        .offset(offset)
+        .len(ulen)
+        .map_raw(&fd)
+        .map_err(|source| OsError::Io { op: "mmap", source })
+}
+
+/// Releases the pages of `offset..offset + len` of a memfd segment (`fallocate` punching a
+/// hole): every mapping of that range reads zeros afterwards and the memory goes back to the
+/// system. Allowed on our segments (they are sealed against growing and shrinking, not
+/// writing).
+pub fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), OsError> {
+    rustix::fs::fallocate(
+        fd,
+        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+        offset,
+        len,
+    )
+    .map_err(OsError::io("fallocate(PUNCH_HOLE)"))
+}
+
+/// Shuts down the sending direction of a stream socket: the peer reads end-of-file, as if
+/// every descriptor of our end had been closed, while we can still see its own hang-up.
+pub fn shutdown_write(sock: impl AsFd) -> Result<(), OsError> {
+    rustix::net::shutdown(sock, rustix::net::Shutdown::Write).map_err(OsError::io("shutdown"))
 }
 
 /// A new eventfd (`EFD_CLOEXEC | EFD_NONBLOCK`, counter 0) to register with tokio's `AsyncFd`.
@@ -244,6 +321,67 @@ pub fn recv_fds(
     Ok((r.bytes, fds))
 }
 
+/// Arranges for `fd` (close-on-exec here) to be inherited by the program `cmd` runs, under the
+/// same descriptor number: close-on-exec is cleared in the forked child only, just before exec,
+/// so no other child spawned meanwhile by this process inherits it (LESSONS 20).
+pub fn inherit_in_child(cmd: &mut std::process::Command, fd: BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only calls `fcntl`, which is
+    // async-signal-safe; it allocates nothing and takes no lock. `raw` stays open in the parent
+    // until `spawn` returns (the caller holds `fd`), so in the child it is the same descriptor.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = BorrowedFd::borrow_raw(raw);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of descriptor number `raw` that this process inherited from its parent
+/// (see [`inherit_in_child`]), after checking that it is an open Unix stream socket; sets
+/// close-on-exec on it again so it is not passed further.
+///
+/// Call it once, early: the number must not be owned by anything else in this process.
+pub fn adopt_inherited_socket(raw: i32) -> Result<OwnedFd, OsError> {
+    use std::os::fd::FromRawFd;
+    if raw < 3 {
+        return Err(OsError::BadInheritedFd {
+            fd: raw,
+            why: "not above the standard streams",
+        });
+    }
+    // SAFETY: `raw` is only borrowed for the checks below; `fcntl_getfd` fails cleanly if it is
+    // not open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+    rustix::io::fcntl_getfd(borrowed).map_err(|_| OsError::BadInheritedFd {
+        fd: raw,
+        why: "not open",
+    })?;
+    let st = rustix::fs::fstat(borrowed).map_err(OsError::io("fstat"))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
+        return Err(OsError::BadInheritedFd {
+            fd: raw,
+            why: "not a socket",
+        });
+    }
+    let ty =
+        rustix::net::sockopt::socket_type(borrowed).map_err(OsError::io("getsockopt(SO_TYPE)"))?;
+    if ty != rustix::net::SocketType::STREAM {
+        return Err(OsError::BadInheritedFd {
+            fd: raw,
+            why: "not a stream socket",
+        });
+    }
+    rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)
+        .map_err(OsError::io("fcntl(F_SETFD)"))?;
+    // SAFETY: the descriptor is open (checked above) and was handed to this process by its
+    // parent for this purpose; the caller guarantees nothing else here owns the number.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// Registers an owned descriptor with the current tokio reactor for readability.
 ///
 /// Must be called inside a tokio runtime.
@@ -296,6 +434,31 @@ mod tests {
         assert!(matches!(
             map_segment(fd.as_fd()),
             Err(OsError::BadSegmentSize { len: 8, .. })
+        ));
+    }
+
+    #[test]
+    fn region_mapping_is_checked() {
+        let page = page_size();
+        let (fd, _map) = create_segment(4 * page).unwrap();
+        let r = map_segment_range(fd.as_fd(), page as u64, 2 * page as u64).unwrap();
+        assert_eq!(r.len(), 2 * page);
+        for (offset, len) in [
+            (1u64, page as u64),                // not page-aligned
+            (3 * page as u64, 2 * page as u64), // past the end
+            (u64::MAX - 10, 100),               // overflow
+            (page as u64, 8),                   // smaller than a header
+        ] {
+            assert!(
+                map_segment_range(fd.as_fd(), offset, len).is_err(),
+                "{offset} {len}"
+            );
+        }
+        let plain = rustix::fs::memfd_create("plain", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&plain, 4 * page as u64).unwrap();
+        assert!(matches!(
+            map_segment_range(plain.as_fd(), 0, page as u64),
+            Err(OsError::NotSealed { .. })
         ));
     }
 

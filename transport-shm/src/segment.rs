@@ -96,6 +96,18 @@ impl Segment {
         Segment::from_mapping(Mapping::new(raw))
     }
 
+    /// Maps only the region `offset..offset + len` of a hub segment received from the hub
+    /// (page-aligned, inside the file) and validates the region's own pair header: the result
+    /// is a pair segment in every respect, and no byte outside the region is mapped.
+    pub fn attach_region(
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Segment, SegmentError> {
+        let raw = os::map_segment_range(fd, offset, len)?;
+        Segment::from_mapping(Mapping::new(raw))
+    }
+
     /// Validates the header of an existing mapping and computes the local layout.
     pub fn from_mapping(map: Arc<Mapping>) -> Result<Segment, SegmentError> {
         let header = map.words(0, HEADER_WORDS)?;

@@ -686,16 +686,17 @@ impl ShmTransport {
 impl ShmTransport {
     /// An [`allocator_api2`] allocator whose allocations live in this endpoint's send slots:
     /// a `Vec<u8, ShmAllocator>` built in place is sent without a copy
-    /// (see [`ShmAllocator::into_buf`]).
+    /// (see [`ShmAllocator::into_buf`](crate::ShmAllocator::into_buf)).
     pub fn allocator(&self) -> crate::allocator::ShmAllocator {
         crate::allocator::ShmAllocator::new(self.inner.tx.clone(), self.inner.owner.clone())
     }
 }
 
-#[cfg(test)]
 impl ShmTransport {
-    /// The shared segment, for tests that play a hostile peer.
-    pub(crate) fn segment(&self) -> &Segment {
+    /// The shared segment, for tests that play a hostile peer (feature `conformance`). Writing
+    /// through it breaks the protocol on purpose.
+    #[cfg(any(test, feature = "conformance"))]
+    pub fn segment(&self) -> &Segment {
         &self.inner.seg.seg
     }
 }
