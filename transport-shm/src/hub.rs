@@ -44,11 +44,9 @@
 //! [`HubHost::send_to`] work without the application keeping handles). [`HubHost::recv_any`]
 //! first sweeps all live peers with `try_recv`, starting after the peer it served last
 //! (round-robin, so a flooding peer cannot starve the others), for up to [`HubConfig::spin`];
-//! then it waits on all live peers' (cancel-safe) `recv` futures at once, polled in the same
-//! rotated order, plus a "peers changed" notification — no polling loop, no task per peer.
-//! Because one `recv` future per peer is polled while waiting, the host's per-peer sessions do
-//! not spin themselves (their spin time is zero: 64 spinning waiters would burn the host's core);
-//! `recv_any` spins once across all peers instead.
+//! then it waits on all live peers' [`ShmTransport::readable`] futures at once (they park on
+//! the peers' eventfds without spinning or taking a frame), plus a "peers changed"
+//! notification — no polling loop, no task per peer — and serves the peer that woke it.
 //!
 //! The hub drops its own reference to a session when the session ended (the peer hung up, or
 //! `recv`/`recv_any` reported `Closed`, `PeerDied` or `Corrupt`) and everything the peer
@@ -425,7 +423,7 @@ impl HubHost {
             tokio::spawn(monitor(Arc::downgrade(sh), id, region, watch, refs_gone));
             let offset = sh.region_offset(region);
             let hello = hub_hello(offset as u64, sh.region_len as u64);
-            match serve_segment(sock, seg, sh.memfd.as_fd(), &hello, Duration::ZERO).await {
+            match serve_segment(sock, seg, sh.memfd.as_fd(), &hello, sh.config.spin).await {
                 Ok(t) => {
                     let t = Arc::new(t);
                     let closed = {
@@ -553,10 +551,12 @@ impl HubHost {
                 }
                 continue;
             }
-            // Park on every live peer at once (each `recv` is cancel-safe and does not spin:
-            // the host's sessions have a zero spin time), plus membership changes.
-            let mut futs: Vec<Pin<Box<dyn Future<Output = Result<Frame>> + Send + '_>>> =
-                live.iter().map(|(_, t)| Box::pin(t.recv()) as _).collect();
+            // Park on every live peer at once (`readable` neither spins nor takes a frame),
+            // plus membership changes; then take the frame with `try_recv` above.
+            let mut futs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = live
+                .iter()
+                .map(|(_, t)| Box::pin(t.readable()) as _)
+                .collect();
             let woke = std::future::poll_fn(|cx| {
                 for (i, f) in futs.iter_mut().enumerate() {
                     if let Poll::Ready(r) = f.as_mut().poll(cx) {
@@ -570,14 +570,17 @@ impl HubHost {
             })
             .await;
             drop(futs);
-            match woke {
-                None => {}
-                Some((i, Ok(f))) => {
-                    let id = live[i].0;
-                    sh.served(id);
-                    return Ok((id, f));
+            if let Some((i, ())) = woke {
+                // Serve the peer that woke us first, then the rotation continues as usual.
+                let (id, t) = &live[i];
+                match t.try_recv() {
+                    Ok(Some(f)) => {
+                        sh.served(*id);
+                        return Ok((*id, f));
+                    }
+                    Ok(None) => {}
+                    Err(e) => sh.session_ended(*id, &e),
                 }
-                Some((i, Err(e))) => sh.session_ended(live[i].0, &e),
             }
         }
     }

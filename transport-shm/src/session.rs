@@ -684,6 +684,48 @@ impl ShmTransport {
 }
 
 impl ShmTransport {
+    /// Resolves once a frame is ready to receive or the session has ended (closed, peer gone,
+    /// or corrupt), without taking the frame and without spinning: the waiter parks on the
+    /// eventfd at once. Useful to wait on many sessions (the hub's `recv_any`); follow it with
+    /// [`Transport::try_recv`]. Cancel-safe.
+    pub async fn readable(&self) {
+        let inner = &self.inner;
+        let mut counted = false;
+        loop {
+            let notified = inner.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inner.status.closed.load(Ordering::Acquire)
+                || inner.status.failed.load(Ordering::Acquire)
+                || inner.recv_end().is_some()
+            {
+                return;
+            }
+            let may_sleep = {
+                let mut st = lock(&inner.rx.state);
+                match st.ring.len() {
+                    Ok(0) => st.ring.prepare_park(),
+                    // Ready, or broken (the next receive reports it).
+                    Ok(_) | Err(_) => return,
+                }
+            };
+            match may_sleep {
+                Ok(true) => {
+                    if !counted {
+                        counted = true;
+                        inner
+                            .seg
+                            .counters
+                            .recv_waits
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    inner.park(notified).await
+                }
+                Ok(false) | Err(_) => return,
+            }
+        }
+    }
+
     /// An [`allocator_api2`] allocator whose allocations live in this endpoint's send slots:
     /// a `Vec<u8, ShmAllocator>` built in place is sent without a copy
     /// (see [`ShmAllocator::into_buf`](crate::ShmAllocator::into_buf)).

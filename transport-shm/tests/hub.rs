@@ -355,6 +355,9 @@ async fn recv_any_is_fair_to_a_quiet_peer() {
     let elapsed = started.elapsed();
     let (flood_frames, quiet_frames) = guard("host", host).await.unwrap().unwrap();
     stop.store(true, Ordering::Relaxed);
+    // The host stopped receiving, so the flooder may be parked on a full ring: closing the
+    // hub ends its send.
+    hub.close();
     let sent = guard("flooder", flood).await.unwrap();
     eprintln!(
         "fairness: {ROUND_TRIPS} quiet round trips in {elapsed:?} while the flooder sent {sent} \
