@@ -74,7 +74,7 @@ impl TransportError {
         }
     }
 
-    /// True for the two errors that end a session normally or by death (`Closed`, `PeerDied`).
+    /// True for the errors that end a session: `Closed`, `PeerDied` and `Corrupt`.
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,

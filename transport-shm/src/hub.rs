@@ -84,9 +84,6 @@ pub const HUB_VERSION: u64 = 1;
 pub const DEFAULT_MAX_PEERS: usize = 64;
 /// Largest number of regions a hub accepts.
 pub const MAX_HUB_PEERS: usize = 4096;
-/// How often a waiting `accept` re-checks sessions whose peer left while frames it sent are
-/// still queued (the only case the hub is not notified of: see [`HubHost::accept`]).
-const DRAIN_RECHECK: Duration = Duration::from_millis(20);
 
 /// Word indices of the hub header (page 0 of a hub segment).
 pub mod hub_hdr {
@@ -388,9 +385,9 @@ impl HubHost {
     ///
     /// While every region is busy this waits for one to be reclaimed before taking the next
     /// connection from the socket (the connecting peer waits in the listen backlog, and fails
-    /// after its own handshake timeout if no region frees up). Reclaims are notified; the one
-    /// exception is a departed peer whose last frames the application drains through its own
-    /// handle (not `recv_any`), which a waiting `accept` re-checks every few milliseconds. A
+    /// after its own handshake timeout if no region frees up). Reclaims are notified, including
+    /// a departed peer whose last frames the application drains through its own handle (the
+    /// waiting `accept` waits on [`ShmTransport::drained`]); nothing is polled on a timer. A
     /// connection whose handshake fails is logged and skipped. Cancel-safe: a dropped `accept`
     /// gives its region back (after the peer it was offered to, if any, hung up).
     pub async fn accept(&self) -> Result<(PeerId, Arc<ShmTransport>)> {
@@ -475,7 +472,7 @@ impl HubHost {
             tokio::pin!(freed);
             freed.as_mut().enable();
             sh.sweep();
-            let draining = {
+            let draining: Vec<Arc<ShmTransport>> = {
                 let mut st = lock(&sh.state);
                 if st.closed {
                     return Err(TransportError::Closed);
@@ -490,21 +487,33 @@ impl HubHost {
                 }
                 st.peers
                     .values()
-                    .any(|e| e.hung_up && e.transport.is_some())
+                    .filter(|e| e.hung_up)
+                    .filter_map(|e| e.transport.clone())
+                    .collect()
             };
             tracing::debug!(
                 backend = "hub",
                 "every region is busy; accept waits for one"
             );
-            if draining {
-                // A departed peer's last frames are being received through the application's
-                // own handle, which tells the hub nothing: re-check now and then.
-                tokio::select! {
-                    _ = freed => {}
-                    _ = tokio::time::sleep(DRAIN_RECHECK) => {}
-                }
-            } else {
+            if draining.is_empty() {
                 freed.await;
+            } else {
+                // A departed peer's last frames may be received through the application's own
+                // handle: wait until one such session is drained, then sweep again.
+                let mut drained: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = draining
+                    .iter()
+                    .map(|t| Box::pin(t.drained()) as _)
+                    .collect();
+                std::future::poll_fn(|cx| {
+                    if freed.as_mut().poll(cx).is_ready()
+                        || drained.iter_mut().any(|f| f.as_mut().poll(cx).is_ready())
+                    {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
             }
         }
     }

@@ -726,6 +726,32 @@ impl ShmTransport {
         }
     }
 
+    /// Resolves once the session has ended (closed, peer gone or corrupt) and no frame is left
+    /// to receive. Cancel-safe; waits without polling (every receive wakes it to re-check).
+    pub async fn drained(&self) {
+        struct Waiting<'a>(&'a Inner);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let inner = &self.inner;
+        inner.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(inner);
+        loop {
+            let notified = inner.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let ended = inner.status.closed.load(Ordering::Acquire)
+                || inner.status.failed.load(Ordering::Acquire)
+                || inner.recv_end().is_some();
+            if ended && !matches!(lock(&inner.rx.state).ring.len(), Ok(n) if n > 0) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// An [`allocator_api2`] allocator whose allocations live in this endpoint's send slots:
     /// a `Vec<u8, ShmAllocator>` built in place is sent without a copy
     /// (see [`ShmAllocator::into_buf`](crate::ShmAllocator::into_buf)).
