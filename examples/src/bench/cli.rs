@@ -14,7 +14,7 @@ for some rows also idle-gap round trips (rtt-gap10us, rtt-gap100us, rtt-gap1ms: 
 initiator sleeping that long before each one, so that a waiting peer parks and must be woken).
 
 options:
-  --quick              short run (well under 30 s; a few hundred idle-gap pings)
+  --quick              short run (well under a minute; a few hundred idle-gap pings)
   --json PATH          also write the records as a JSON array to PATH
   --placement MODE     split: parent on CPU 0, peer on CPU 1 (default); same: both on CPU 0
   --only NAMES         run only these rows (comma-separated, or repeat the option)
@@ -22,7 +22,11 @@ options:
 
 rows: spin (shared-memory spin lower bound), eventfd (kernel wake), unix (tokio UnixStream),
       unix-t (the Transport trait over a Unix socket), mem (transport-mem, two threads),
-      shm (transport-shm, two processes), shm-zc (transport-shm, zero-copy stream);
+      shm (transport-shm, two processes), shm-zc (transport-shm, zero-copy stream),
+      hub, hub-any (transport-shm hub host <-> one peer process; the host receives through the
+      peer's session / through recv_any), hub-fanin-1, hub-fanin-4, hub-fanin-16 (N peer
+      processes streaming 64 B and 64 KiB frames to one host), hub-attach (costs: attach,
+      death, reclaim: p50/p99 of a few dozen samples);
       with the cargo feature `peers`: iox2-poll, iox2-poll-zc, iox2-event (iceoryx2)";
 
 /// Where the two peers run.

@@ -41,7 +41,7 @@ async fn expect<T: Transport>(t: &T, flags: u32) -> BenchResult<Frame> {
 
 /// Sends one `size`-byte frame stamped with `seq`, written into a buffer from `t.alloc` (so a
 /// backend with its own memory receives it without a further copy).
-async fn send_stamped<T: Transport>(
+pub async fn send_stamped<T: Transport>(
     t: &T,
     pattern: &Pattern,
     size: usize,

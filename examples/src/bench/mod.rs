@@ -11,6 +11,8 @@
 //! - [`inproc`]: runs a `Transport` backend between two pinned threads of one process;
 //! - [`unix`], [`eventfd`], [`spin`]: the baselines (raw tokio `UnixStream`, blocking eventfd
 //!   ping-pong, shared-memory spin ping-pong and SPSC ring);
+//! - [`hub`]: the transport-shm hub rows (host ↔ one peer, fan-in from N peer processes,
+//!   attach and death-reclaim costs);
 //! - [`unix_transport`]: a bench-only `Transport` over a Unix socket (the `unix-t` row), which
 //!   exercises the generic cross-process path;
 //! - `iox2` (feature `peers`): peer-library baselines, iceoryx2 publish-subscribe between two
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod cross;
 pub mod eventfd;
 pub mod generic;
+pub mod hub;
 pub mod inproc;
 #[cfg(feature = "peers")]
 pub mod iox2;

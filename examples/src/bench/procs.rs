@@ -186,6 +186,16 @@ impl ChildProc {
         Ok(())
     }
 
+    /// Sends SIGKILL to the child (still reaped on drop).
+    pub fn sigkill(&mut self) -> BenchResult<()> {
+        match self.child.as_mut() {
+            Some(c) => c
+                .kill()
+                .map_err(|e| BenchError::new(format!("cannot kill the `{}` peer: {e}", self.name))),
+            None => Err(BenchError::new(format!("the `{}` peer is gone", self.name))),
+        }
+    }
+
     /// Waits up to `timeout` for the child to exit on its own; kills it past that. Fails unless
     /// it exited successfully in time.
     pub fn wait(mut self, timeout: Duration) -> BenchResult<()> {

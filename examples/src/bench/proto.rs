@@ -27,6 +27,14 @@ pub const F_QUIT: u32 = 0xB0_07;
 /// Parent → peer: start receiving zero-copy `F_DATA` frames (only the sequence number is
 /// written and read) until `F_END`.
 pub const F_CMD_STREAM_ZC: u32 = 0xB0_08;
+/// Host → hub fan-in peer: stream `F_DATA` frames (payload: size and measuring time in ns,
+/// both little-endian `u64`), then send `F_END` whose `msg_id` is the number sent.
+pub const F_CMD_FANIN: u32 = 0xB0_09;
+/// Host → the attach row's control peer: attach once more.
+pub const F_GO: u32 = 0xB0_0A;
+/// Attaching peer → host, first frame of a new session: the wall time (ns since the Unix
+/// epoch, little-endian `u64`) taken just before `connect`.
+pub const F_STAMP: u32 = 0xB0_0B;
 
 /// Idle gaps of the `rtt-gap*` modes: before each ping the initiator sleeps this long, so the
 /// peer may park and has to be woken.

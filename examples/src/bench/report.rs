@@ -23,6 +23,16 @@ pub enum Mode {
     /// One-way throughput.
     #[serde(rename = "stream")]
     Stream,
+    /// Cost of attaching a peer to a hub: the peer's `connect` call until the host's `accept`
+    /// returns (latency samples, no payload).
+    #[serde(rename = "attach")]
+    Attach,
+    /// Cost of noticing a peer's death: SIGKILL until the host's `recv` reports the end.
+    #[serde(rename = "death")]
+    Death,
+    /// Cost of reclaiming a dead peer's hub region: SIGKILL until the region is free again.
+    #[serde(rename = "reclaim")]
+    Reclaim,
 }
 
 impl Mode {
@@ -34,6 +44,9 @@ impl Mode {
             Mode::RttGap100us => "rtt-gap100us",
             Mode::RttGap1ms => "rtt-gap1ms",
             Mode::Stream => "stream",
+            Mode::Attach => "attach",
+            Mode::Death => "death",
+            Mode::Reclaim => "reclaim",
         }
     }
 
@@ -49,7 +62,16 @@ impl Mode {
 
     /// True for the round-trip modes (with or without an idle gap).
     pub fn is_rtt(self) -> bool {
-        self != Mode::Stream
+        matches!(
+            self,
+            Mode::Rtt | Mode::RttGap10us | Mode::RttGap100us | Mode::RttGap1ms
+        )
+    }
+
+    /// True for the one-off cost modes (`attach`, `death`, `reclaim`): latency samples without
+    /// a payload size.
+    pub fn is_cost(self) -> bool {
+        matches!(self, Mode::Attach | Mode::Death | Mode::Reclaim)
     }
 }
 
@@ -59,7 +81,8 @@ impl Mode {
 pub struct Record {
     /// Row name (`spin`, `unix`, `mem`, …).
     pub backend: String,
-    /// `rtt`, `rtt-gap10us`, `rtt-gap100us`, `rtt-gap1ms` or `stream`.
+    /// `rtt`, `rtt-gap10us`, `rtt-gap100us`, `rtt-gap1ms`, `stream`, or a cost: `attach`,
+    /// `death`, `reclaim` (then `size` is 0).
     pub mode: Mode,
     /// Payload size in bytes.
     pub size: u64,
@@ -190,13 +213,14 @@ pub fn ratios(r: &Record, all: &[Record]) -> Ratios {
             p50_vs_unix: ratio(p50(r), find(all, "unix", m, r.size).and_then(p50)),
             rate_vs_unix: None,
         },
-        _ => Ratios {
+        Mode::Stream => Ratios {
             rate_vs_unix: ratio(
                 r.msgs_per_s,
                 find(all, "unix", Mode::Stream, r.size).and_then(|x| x.msgs_per_s),
             ),
             ..Ratios::default()
         },
+        _ => Ratios::default(),
     }
 }
 
@@ -253,7 +277,11 @@ pub fn table(records: &[Record], placement_note: &str) -> String {
         rows.push([
             r.backend.clone(),
             r.mode.name().to_string(),
-            size_label(r.size as usize),
+            if r.mode.is_cost() {
+                "-".into()
+            } else {
+                size_label(r.size as usize)
+            },
             r.p50_ns.map_or("-".into(), fmt_ns),
             r.p99_ns.map_or("-".into(), fmt_ns),
             r.msgs_per_s.map_or("-".into(), fmt_rate),
@@ -302,6 +330,19 @@ pub fn table(records: &[Record], placement_note: &str) -> String {
              counted), so a waiting peer may park and must be woken.\n",
         );
     }
+    if records.iter().any(|r| r.mode.is_cost()) {
+        out.push_str(
+            "attach: a peer process's `connect` until the host's `accept` returns (one peer \
+             connecting and closing repeatedly, wall clocks of both processes); death: SIGKILL \
+             of a peer process until the host's `recv` on its session ends; reclaim: SIGKILL \
+             until the region is free again (the host drops its handle on the end); one fresh \
+             peer process per death sample.\n",
+        );
+    }
+    for line in vs_shm(records) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     let names = |pick: &dyn Fn(&Record) -> bool| {
         let mut v: Vec<&str> = Vec::new();
         for r in records.iter().filter(|r| pick(r)) {
@@ -331,6 +372,38 @@ pub fn table(records: &[Record], placement_note: &str) -> String {
         let _ = writeln!(out, "peer library {p}: rows {rows}.");
     }
     out
+}
+
+/// One line per `hub*` row with round trips: its rtt p50 divided by the `shm` row's p50 in the
+/// same mode and size of the same run.
+fn vs_shm(records: &[Record]) -> Vec<String> {
+    let mut backends: Vec<&str> = Vec::new();
+    for r in records.iter().filter(|r| r.backend.starts_with("hub")) {
+        if !backends.contains(&r.backend.as_str()) {
+            backends.push(&r.backend);
+        }
+    }
+    let p50 = |x: &Record| x.p50_ns.map(|v| v as f64);
+    backends
+        .into_iter()
+        .filter_map(|b| {
+            let cells: Vec<String> = records
+                .iter()
+                .filter(|r| r.backend == b && r.mode.is_rtt())
+                .filter_map(|r| {
+                    let q = ratio(p50(r), find(records, "shm", r.mode, r.size).and_then(p50))?;
+                    Some(format!(
+                        "{} {} {}",
+                        r.mode.name(),
+                        size_label(r.size as usize),
+                        fmt_ratio(Some(q))
+                    ))
+                })
+                .collect();
+            (!cells.is_empty())
+                .then(|| format!("{b} p50 / shm p50 (same run): {}.", cells.join(", ")))
+        })
+        .collect()
 }
 
 /// The records as a pretty-printed JSON array.
@@ -411,6 +484,18 @@ mod tests {
         let t = table(&all, "split");
         assert!(t.contains("p50/spin"));
         assert!(t.contains("4.00x"));
+
+        // Hub rows: ratio to shm in a note; costs have no size and no ratios.
+        let hubs = vec![
+            mk("shm", 1000),
+            mk("hub", 1100),
+            Record::rtt("hub-attach", 0, &mut [40_000, 50_000], "split").with_mode(Mode::Attach),
+        ];
+        assert_eq!(ratios(&hubs[2], &hubs), Ratios::default());
+        let t = table(&hubs, "split");
+        assert!(t.contains("hub p50 / shm p50 (same run): rtt 64 B 1.10x."));
+        assert!(t.contains("attach: a peer process"));
+        assert!(!t.contains("rtt-gapN"));
     }
 
     #[test]
@@ -421,10 +506,16 @@ mod tests {
             Record::stream("unix", 1024, 10, Duration::from_secs(1), "same")
                 .with_peer(Some("iceoryx2")),
             Record::rtt("unix", 8, &mut [5], "split").with_mode(Mode::RttGap100us),
+            Record::rtt("hub-attach", 0, &mut [5, 9], "split").with_mode(Mode::Reclaim),
         ];
         let v: serde_json::Value = serde_json::from_str(&to_json(&recs)).expect("valid JSON");
         let arr = v.as_array().expect("an array");
-        assert_eq!(arr.len(), 3);
+        assert_eq!(arr.len(), 4);
+        assert_eq!(arr[3]["mode"], "reclaim");
+        assert_eq!(
+            (arr[3]["p50_ns"].as_u64(), arr[3]["p99_ns"].as_u64()),
+            (Some(5), Some(9))
+        );
         assert_eq!(arr[1]["peer"], "iceoryx2");
         assert_eq!(arr[2]["mode"], "rtt-gap100us");
         let mut keys: Vec<&str> = arr[0]

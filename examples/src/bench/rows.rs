@@ -14,6 +14,7 @@
 //!         /* bind a listener at `path`, accept one peer, return the Transport */
 //!     })?)),
 //!     child: Some(|a| cross::child(a, |path| async move { /* connect to `path` */ })),
+//!     costs: &[], // one-off costs (`attach`, `death`, `reclaim`), see `Session::cost`
 //! },
 //! ```
 //! An in-process backend uses [`inproc::start`] with both ends and `child: None` (see `mem`).
@@ -28,7 +29,7 @@ use super::procs::{self, PlaceCtx};
 use super::proto::{Budget, GAP_SIZE, GAPS, SIZES, size_label};
 use super::report::{self, Mode, Record};
 use super::unix_transport::UnixFramed;
-use super::{BenchError, BenchResult, cross, eventfd, inproc, spin, unix};
+use super::{BenchError, BenchResult, cross, eventfd, hub, inproc, spin, unix};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,15 @@ pub trait Session {
     fn stream(&mut self, size: usize, budget: &Budget) -> BenchResult<StreamOutcome>;
     /// Tells the peer to stop and waits for it (with a timeout).
     fn finish(&mut self) -> BenchResult<()>;
+    /// Samples (ns) of a one-off cost ([`Mode::is_cost`]), for rows that list it in
+    /// [`Row::costs`]; `quick` asks for fewer samples.
+    fn cost(&mut self, mode: Mode, quick: bool) -> BenchResult<Vec<u64>> {
+        let _ = quick;
+        Err(BenchError::new(format!(
+            "this row does not measure {}",
+            mode.name()
+        )))
+    }
     /// For `Transport` rows: wake system calls per frame sent by the parent side during the
     /// last measurement ([`Stats::wake_syscalls`](transport_api::Stats::wake_syscalls)).
     fn wakes_per_frame(&self) -> Option<f64> {
@@ -70,6 +80,8 @@ pub struct Row {
     pub start: StartFn,
     /// Peer side when the peer is a process (`None` for in-process rows).
     pub child: Option<ChildFn>,
+    /// One-off costs measured after the rest ([`Session::cost`]), one record per mode.
+    pub costs: &'static [Mode],
 }
 
 /// Every row, in the order they run and appear.
@@ -83,6 +95,7 @@ pub const ROWS: &[Row] = &[
         peer: None,
         start: |p| Ok(Box::new(spin::SpinSession::start(p)?)),
         child: Some(spin::child),
+        costs: &[],
     },
     Row {
         name: "eventfd",
@@ -93,6 +106,7 @@ pub const ROWS: &[Row] = &[
         peer: None,
         start: |p| Ok(Box::new(eventfd::EventfdSession::start(p)?)),
         child: Some(eventfd::child),
+        costs: &[],
     },
     Row {
         name: "unix",
@@ -103,6 +117,7 @@ pub const ROWS: &[Row] = &[
         peer: None,
         start: |p| Ok(Box::new(unix::UnixSession::start(p)?)),
         child: Some(unix::child),
+        costs: &[],
     },
     Row {
         name: "unix-t",
@@ -117,6 +132,7 @@ pub const ROWS: &[Row] = &[
             })?))
         },
         child: Some(|a| cross::child(a, |path| async move { UnixFramed::connect(&path).await })),
+        costs: &[],
     },
     Row {
         name: "mem",
@@ -130,6 +146,7 @@ pub const ROWS: &[Row] = &[
             Ok(Box::new(inproc::start(p, "mem", a, b)?))
         },
         child: None,
+        costs: &[],
     },
     Row {
         name: "shm",
@@ -146,6 +163,30 @@ pub const ROWS: &[Row] = &[
             })?))
         },
         child: Some(shm_child),
+        costs: &[],
+    },
+    Row {
+        name: "hub",
+        about: "transport-shm hub: host (HubHost, 16 regions) <-> one peer process, host receives \
+                through the peer's session",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        gaps: true,
+        peer: None,
+        start: |p| Ok(Box::new(hub::start_pair(p, "hub", false)?)),
+        child: Some(hub::pair_child),
+        costs: &[],
+    },
+    Row {
+        name: "hub-any",
+        about: "transport-shm hub: host <-> one peer process, host receives through recv_any",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        gaps: true,
+        peer: None,
+        start: |p| Ok(Box::new(hub::start_pair(p, "hub-any", true)?)),
+        child: Some(hub::pair_child),
+        costs: &[],
     },
     Row {
         name: "shm-zc",
@@ -163,6 +204,52 @@ pub const ROWS: &[Row] = &[
             Ok(Box::new(session.zero_copy()))
         },
         child: Some(shm_child),
+        costs: &[],
+    },
+    Row {
+        name: "hub-fanin-1",
+        about: "transport-shm hub: 1 peer process streaming to the host (recv_any)",
+        rtt_sizes: &[],
+        stream_sizes: &FANIN_SIZES,
+        gaps: false,
+        peer: None,
+        start: |p| Ok(Box::new(hub::FaninSession::start(p, "hub-fanin-1", 1)?)),
+        child: Some(hub::fanin_child),
+        costs: &[],
+    },
+    Row {
+        name: "hub-fanin-4",
+        about: "transport-shm hub: 4 peer processes streaming to the host (recv_any)",
+        rtt_sizes: &[],
+        stream_sizes: &FANIN_SIZES,
+        gaps: false,
+        peer: None,
+        start: |p| Ok(Box::new(hub::FaninSession::start(p, "hub-fanin-4", 4)?)),
+        child: Some(hub::fanin_child),
+        costs: &[],
+    },
+    Row {
+        name: "hub-fanin-16",
+        about: "transport-shm hub: 16 peer processes streaming to the host (recv_any)",
+        rtt_sizes: &[],
+        stream_sizes: &FANIN_SIZES,
+        gaps: false,
+        peer: None,
+        start: |p| Ok(Box::new(hub::FaninSession::start(p, "hub-fanin-16", 16)?)),
+        child: Some(hub::fanin_child),
+        costs: &[],
+    },
+    Row {
+        name: "hub-attach",
+        about: "transport-shm hub: cost of a peer attach, of noticing its death and reclaiming \
+                its region",
+        rtt_sizes: &[],
+        stream_sizes: &[],
+        gaps: false,
+        peer: None,
+        start: |p| Ok(Box::new(hub::AttachSession::start(p, "hub-attach")?)),
+        child: Some(hub::attach_child),
+        costs: &[Mode::Attach, Mode::Death, Mode::Reclaim],
     },
     #[cfg(feature = "peers")]
     Row {
@@ -174,6 +261,7 @@ pub const ROWS: &[Row] = &[
         peer: Some(iox2::PEER),
         start: |p| Ok(Box::new(iox2::Iox2Session::start(p, iox2::Flavor::Poll)?)),
         child: Some(|a| iox2::child(a, iox2::Flavor::Poll)),
+        costs: &[],
     },
     #[cfg(feature = "peers")]
     Row {
@@ -185,6 +273,7 @@ pub const ROWS: &[Row] = &[
         peer: Some(iox2::PEER),
         start: |p| Ok(Box::new(iox2::Iox2Session::start(p, iox2::Flavor::PollZc)?)),
         child: Some(|a| iox2::child(a, iox2::Flavor::PollZc)),
+        costs: &[],
     },
     #[cfg(feature = "peers")]
     Row {
@@ -196,8 +285,12 @@ pub const ROWS: &[Row] = &[
         peer: Some(iox2::PEER),
         start: |p| Ok(Box::new(iox2::Iox2Session::start(p, iox2::Flavor::Event)?)),
         child: Some(|a| iox2::child(a, iox2::Flavor::Event)),
+        costs: &[],
     },
 ];
+
+/// Payload sizes of the hub fan-in rows.
+const FANIN_SIZES: [usize; 2] = [64, 64 * 1024];
 
 /// Peer side of the `shm` and `shm-zc` rows.
 fn shm_child(a: &ChildArgs) -> BenchResult<()> {
@@ -219,6 +312,9 @@ pub fn known_names() -> Vec<&'static str> {
 /// Child process entry: prelude (parent-death signal, pinning), then the row's peer.
 pub fn run_child(args: &ChildArgs) -> BenchResult<()> {
     procs::child_prelude(args)?;
+    if args.backend == hub::VICTIM {
+        return hub::victim_child(args);
+    }
     let row = ROWS
         .iter()
         .find(|r| r.name == args.backend)
@@ -350,6 +446,16 @@ fn run_row(
         rec.wakes_per_frame = session.wakes_per_frame();
         records.push(rec);
     }
+    for &mode in row.costs {
+        let what = format!("{} {}", row.name, mode.name());
+        progress.step(&what);
+        let _w = procs::arm(
+            what.clone(),
+            Duration::from_secs(if quick { 60 } else { 300 }),
+        );
+        let mut samples = session.cost(mode, quick).map_err(|e| e.context(&what))?;
+        records.push(Record::rtt(row.name, 0, &mut samples, &place.label).with_mode(mode));
+    }
     let _w = procs::arm(format!("stopping {}", row.name), Duration::from_secs(20));
     session
         .finish()
@@ -375,7 +481,7 @@ pub fn run_parent(opts: &Options) -> BenchResult<()> {
             .iter()
             .map(|r| {
                 let gaps = if r.gaps { GAPS.len() } else { 0 };
-                1 + r.rtt_sizes.len() + r.stream_sizes.len() + gaps
+                1 + r.rtt_sizes.len() + r.stream_sizes.len() + gaps + r.costs.len()
             })
             .sum(),
         done: 0,
