@@ -697,7 +697,7 @@ async fn chaos_cross_process_peers_killed_and_replaced() {
     let secs: u64 = std::env::var("HUB_CHAOS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(10);
     let (hub, path) = bind("chaos", config(CHILDREN));
     let addr = path.display().to_string();
     let failed = Arc::new(AtomicBool::new(false));
@@ -718,7 +718,16 @@ async fn chaos_cross_process_peers_killed_and_replaced() {
         tokio::spawn(async move {
             let mut next: HashMap<PeerId, u64> = HashMap::new();
             let mut frames = 0u64;
+            // The longest wait between two frames while peers stream: how long the host ever
+            // stalled (kills and replacements included).
+            let mut last = None::<Instant>;
+            let mut max_gap = Duration::ZERO;
             while let Ok((id, f)) = hub.recv_any().await {
+                let now = Instant::now();
+                if let Some(prev) = last {
+                    max_gap = max_gap.max(now - prev);
+                }
+                last = Some(now);
                 let n = next.entry(id).or_default();
                 if let Err(e) = check(&f, *n, 1) {
                     eprintln!("chaos host: {id}: {e}");
@@ -727,7 +736,7 @@ async fn chaos_cross_process_peers_killed_and_replaced() {
                 *n += 1;
                 frames += 1;
             }
-            (frames, next.len())
+            (frames, next.len(), max_gap)
         })
     };
     // Send to everyone, numbered per session.
@@ -808,10 +817,16 @@ async fn chaos_cross_process_peers_killed_and_replaced() {
     sender.abort();
     hub.close();
     acceptor.abort();
-    let (frames, sessions) = guard("receiver", receiver).await.unwrap();
+    let (frames, sessions, max_gap) = guard("receiver", receiver).await.unwrap();
     eprintln!(
         "chaos: {kills} kills in {secs} s, {attached} attachments, {sessions} sessions sent \
-         {frames} frames to the host"
+         {frames} frames to the host; longest gap between two received frames {max_gap:?}"
+    );
+    // A hang guard, not a latency target (timings belong in the benchmark; the gap is printed
+    // above and measured on a loaded 2-core machine): the host never stopped serving.
+    assert!(
+        max_gap < Duration::from_secs(2),
+        "the host stalled for {max_gap:?}"
     );
     assert!(!failed.load(Ordering::Relaxed), "a stream was corrupted");
     // Only CHILDREN regions exist: more attachments than that means killed peers' regions were
