@@ -432,7 +432,14 @@ pub async fn spawn_peer(
     os::inherit_in_child(cmd, theirs.as_fd());
     let mut child = cmd.spawn()?;
     drop(theirs);
-    match serve_handshake(ours, &config).await {
+    let started = serve_handshake(ours, &config).await.and_then(|mut t| {
+        let pid = i32::try_from(child.id()).map_err(|_| {
+            TransportError::Config(format!("child pid {} out of range", child.id()))
+        })?;
+        t.watch_process(pid)?;
+        Ok(t)
+    });
+    match started {
         Ok(t) => Ok((child, t)),
         Err(e) => {
             let _ = child.kill();

@@ -219,7 +219,7 @@ struct Inner {
 /// tasks. See the crate documentation for the guarantees.
 pub struct ShmTransport {
     inner: Arc<Inner>,
-    watcher: tokio::task::AbortHandle,
+    watchers: Vec<tokio::task::AbortHandle>,
 }
 
 /// Parts needed to start a session (after the handshake).
@@ -233,7 +233,8 @@ pub(crate) struct SessionParts {
 }
 
 impl ShmTransport {
-    /// Builds the endpoint and starts the liveness watcher. Must run inside a tokio runtime.
+    /// Builds the endpoint and starts the liveness watcher (session socket hang-up, and the
+    /// peer process's pidfd where the kernel names the peer). Must run inside a tokio runtime.
     pub(crate) fn start(p: SessionParts) -> Result<ShmTransport> {
         let keep = p.sock.try_clone()?;
         let corrupt = |what: &'static str| {
@@ -288,19 +289,52 @@ impl ShmTransport {
             spin: p.spin,
             max_payload,
         });
-        let sock = crate::os::async_readable(p.sock)?;
-        let watcher = tokio::spawn(watch(sock, Arc::downgrade(&inner))).abort_handle();
+        let sock = p.sock;
+        // The peer's process, from the kernel (SO_PEERCRED), is a second death signal: it also
+        // fires when the peer dies while a process it forked keeps the socket open. A socket
+        // pair reports our own pid (its creator); that one is skipped.
+        let pidfd = rustix::net::sockopt::socket_peercred(&sock)
+            .ok()
+            .map(|c| c.pid.as_raw_nonzero().get())
+            .filter(|&pid| pid != crate::os::current_pid())
+            .and_then(|pid| crate::os::pidfd_open(pid).ok())
+            .and_then(|fd| crate::os::async_readable(fd).ok());
+        let watcher = tokio::spawn(watch(sock, pidfd, Arc::downgrade(&inner))).abort_handle();
         tracing::debug!(backend = "shm", side = ?p.side, "session started");
-        Ok(ShmTransport { inner, watcher })
+        Ok(ShmTransport {
+            inner,
+            watchers: vec![watcher],
+        })
     }
 }
 
 /// Watches the session socket: `C` means the peer closed gracefully, end-of-file or an error
 /// means the peer's process released the session (exited, was killed, or dropped it).
-async fn watch(sock: AsyncFd<OwnedFd>, inner: Weak<Inner>) {
+async fn watch(sock: OwnedFd, pidfd: Option<AsyncFd<OwnedFd>>, inner: Weak<Inner>) {
+    let Ok(sock) = crate::os::async_readable(sock) else {
+        if let Some(inner) = inner.upgrade() {
+            inner.on_peer_gone();
+        }
+        return;
+    };
+    let exited = async {
+        match &pidfd {
+            // A pidfd becomes readable when its process exits.
+            Some(p) => drop(p.readable().await),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(exited);
     let mut buf = [0u8; 64];
     loop {
-        let Ok(mut guard) = sock.readable().await else {
+        let readable = tokio::select! {
+            r = sock.readable() => r,
+            () = &mut exited => {
+                tracing::debug!(backend = "shm", "the peer's process exited (pidfd)");
+                break;
+            }
+        };
+        let Ok(mut guard) = readable else {
             break;
         };
         match guard
@@ -353,6 +387,10 @@ impl Inner {
     }
 
     fn on_peer_gone(&self) {
+        // Reported by the socket and by the pidfd: handle it once.
+        if self.status.peer_gone.load(Ordering::Acquire) {
+            return;
+        }
         let graceful = self.seg.seg.side_state(self.seg.side.peer()).closed
             || self.status.peer_closed.load(Ordering::Acquire);
         if graceful {
@@ -684,6 +722,23 @@ impl ShmTransport {
 }
 
 impl ShmTransport {
+    /// Also treats the exit of process `pid` as the peer's death (for a peer whose pid is known
+    /// from outside the socket, e.g. a child this process spawned).
+    pub(crate) fn watch_process(&mut self, pid: i32) -> Result<()> {
+        let pidfd =
+            crate::os::async_readable(crate::os::pidfd_open(pid).map_err(std::io::Error::from)?)?;
+        let inner = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            let _ = pidfd.readable().await;
+            if let Some(inner) = inner.upgrade() {
+                tracing::debug!(backend = "shm", pid, "the peer's process exited (pidfd)");
+                inner.on_peer_gone();
+            }
+        });
+        self.watchers.push(task.abort_handle());
+        Ok(())
+    }
+
     /// Resolves once a frame is ready to receive or the session has ended (closed, peer gone,
     /// or corrupt), without taking the frame and without spinning: the waiter parks on the
     /// eventfd at once. Useful to wait on many sessions (the hub's `recv_any`); follow it with
@@ -1018,6 +1073,8 @@ impl Transport for ShmTransport {
 impl Drop for ShmTransport {
     fn drop(&mut self) {
         self.close();
-        self.watcher.abort();
+        for w in &self.watchers {
+            w.abort();
+        }
     }
 }
