@@ -34,12 +34,18 @@ pub struct Stats {
     /// Transport buffer memory currently held on behalf of this endpoint (queued payloads,
     /// allocated-but-unsent buffers, received payloads not yet dropped), in bytes.
     pub buffer_bytes_in_use: u64,
+    /// Transport buffers currently held on behalf of this endpoint (shared-memory slots:
+    /// leased, in flight, or received and not yet dropped); 0 on backends without slots.
+    pub slots_in_use: u64,
 }
 
 impl Stats {
     /// True when nothing is queued in either direction and no buffer memory is held.
     pub fn is_idle(&self) -> bool {
-        self.tx_queued_frames == 0 && self.rx_queued_frames == 0 && self.buffer_bytes_in_use == 0
+        self.tx_queued_frames == 0
+            && self.rx_queued_frames == 0
+            && self.buffer_bytes_in_use == 0
+            && self.slots_in_use == 0
     }
 }
 

@@ -202,6 +202,7 @@ mod tests {
             .map(|_| Vec::with_capacity_in(200, alloc.clone()))
             .collect();
         assert!(a.stats().buffer_bytes_in_use >= 8 * 256);
+        assert_eq!(a.stats().slots_in_use, 8);
         let mut extra: Vec<u8, _> = Vec::new_in(alloc.clone());
         assert!(
             extra.try_reserve(200).is_err(),

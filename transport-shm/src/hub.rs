@@ -216,8 +216,8 @@ pub struct PeerInfo {
     pub state: PeerState,
     /// The pid the peer announced in its region header (untrusted: for diagnostics only).
     pub pid: Option<i32>,
-    /// The host side's counters and occupancy for this peer (queued frames both ways, buffer
-    /// bytes in use, frames and bytes sent and received). Frozen at its last value once the hub
+    /// The host side's counters and occupancy for this peer (queued frames both ways, slots
+    /// and buffer bytes in use, frames and bytes sent and received). Frozen at its last value once the hub
     /// released the session.
     pub stats: Stats,
 }

@@ -1041,26 +1041,29 @@ impl Transport for ShmTransport {
 
     fn stats(&self) -> Stats {
         let inner = &self.inner;
-        let (tx_queued, pool_bytes) = {
+        let (tx_queued, pool) = {
             let mut st = lock(&inner.tx.state);
             if TxShared::drain_completions(&mut st).is_err() {
                 // Reported to the next operation; stats stay best effort.
             }
             let q = inner.queued_tx(&mut st);
-            (q, st.pool.occupancy().bytes_in_use as u64)
+            (q, st.pool.occupancy())
         };
-        let rx_queued = {
+        let (rx_queued, held) = {
             let mut st = lock(&inner.rx.state);
-            if inner.status.closed.load(Ordering::Acquire) {
+            let queued = if inner.status.closed.load(Ordering::Acquire) {
                 0
             } else {
                 st.ring.len().unwrap_or(0)
-            }
+            };
+            (queued, st.held.held())
         };
         Stats {
             tx_queued_frames: tx_queued,
             rx_queued_frames: rx_queued,
-            buffer_bytes_in_use: pool_bytes + inner.rx.held_bytes.load(Ordering::Relaxed),
+            buffer_bytes_in_use: pool.bytes_in_use as u64
+                + inner.rx.held_bytes.load(Ordering::Relaxed),
+            slots_in_use: (pool.slots_in_use + held) as u64,
             ..inner.seg.counters.snapshot()
         }
     }
