@@ -17,18 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use transport_api::{Frame, Transport, TransportError};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use transport_conformance::util::Rng;
 
 /// Picks a word index to scribble over, biased towards control structures.
 fn target(t: &ShmTransport, rng: &mut Rng) -> usize {
@@ -56,7 +45,7 @@ fn value(rng: &mut Rng) -> u64 {
         1 => rng.below(16),
         2 => u64::MAX - rng.below(4),
         3 => 1 << rng.below(64),
-        _ => rng.next(),
+        _ => rng.next_u64(),
     }
 }
 
@@ -69,7 +58,7 @@ fn ok_end(e: &TransportError) -> bool {
 
 /// Returns whether the receiver saw `Corrupt` (the scribbles were detected).
 async fn one_run(seed: u64) -> Result<bool, String> {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let cfg = ShmConfig {
         geometry: small_geometry(),
         spin: Duration::from_micros(2),

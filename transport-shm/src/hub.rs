@@ -999,11 +999,7 @@ impl DynListener for HubDynListener {
         Ok(Box::new(p))
     }
     fn connect_config(&self) -> TransportConfig {
-        let mut c = TransportConfig::new("hub", self.config.address.clone());
-        if let Some(v) = self.config.options.get("spin_us") {
-            c.options.insert("spin_us".into(), v.clone());
-        }
-        c
+        crate::listener::peer_config(&self.config)
     }
 }
 

@@ -481,6 +481,16 @@ pub async fn pair(config: ShmConfig) -> Result<(ShmTransport, ShmTransport)> {
     Ok((x, y))
 }
 
+/// What a peer needs to reach a listener configured by `listen`: the same backend and address,
+/// and the peer-side options (`spin_us`); the geometry is the listener's to choose.
+pub(crate) fn peer_config(listen: &TransportConfig) -> TransportConfig {
+    let mut c = TransportConfig::new(listen.backend.clone(), listen.address.clone());
+    if let Some(v) = listen.options.get("spin_us") {
+        c.options.insert("spin_us".into(), v.clone());
+    }
+    c
+}
+
 /// The `shm` backend for [`transport_api::Registry`]:
 /// `shm:///path/to/socket?ring=256&spin_us=20&classes=256x256,4096x64`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -497,11 +507,7 @@ impl DynListener for FactoryListener {
         Ok(Box::new(self.inner.accept().await?))
     }
     fn connect_config(&self) -> TransportConfig {
-        let mut c = TransportConfig::new("shm", self.config.address.clone());
-        if let Some(v) = self.config.options.get("spin_us") {
-            c.options.insert("spin_us".into(), v.clone());
-        }
-        c
+        peer_config(&self.config)
     }
 }
 

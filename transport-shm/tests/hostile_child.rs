@@ -14,15 +14,7 @@ use transport_shm::{ShmConfig, ShmListener, connect};
 
 const ROLE: &str = "TRANSPORT_SHM_HOSTILE_CHILD";
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use transport_conformance::util::Rng;
 
 async fn child(path: &str, seed: u64) {
     let t = match connect(path).await {
@@ -47,7 +39,7 @@ async fn child(path: &str, seed: u64) {
         .mapping()
         .words(0, t.segment().layout().total_len() / 8)
         .expect("whole-segment view");
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed | 1);
     let header_and_rings = (t
         .segment()
         .layout()
@@ -59,18 +51,18 @@ async fn child(path: &str, seed: u64) {
     for i in 0u64.. {
         let _ = t.try_send(Frame::new(vec![i as u8; (i % 700) as usize]).msg_id(i));
         let _ = t.try_recv();
-        if rng.next() % 4 == 0 {
+        if rng.next_u64() % 4 == 0 {
             // Mostly control structures, sometimes anywhere.
-            let w = if rng.next() % 3 == 0 {
-                rng.next() as usize % words.len()
+            let w = if rng.next_u64() % 3 == 0 {
+                rng.next_u64() as usize % words.len()
             } else {
-                rng.next() as usize % header_and_rings
+                rng.next_u64() as usize % header_and_rings
             };
-            let v = match rng.next() % 4 {
+            let v = match rng.next_u64() % 4 {
                 0 => 0,
                 1 => u64::MAX,
-                2 => rng.next() % 1024,
-                _ => rng.next(),
+                2 => rng.next_u64() % 1024,
+                _ => rng.next_u64(),
             };
             words[w].store(v, Ordering::Relaxed);
         }
