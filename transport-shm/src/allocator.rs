@@ -128,7 +128,7 @@ unsafe impl Allocator for ShmAllocator {
             match st.pool.alloc(layout.size()) {
                 Ok(Some(s)) => s,
                 Ok(None) => {
-                    TxShared::drain_completions(&mut st).map_err(|_| AllocError)?;
+                    self.tx.drain(&mut st).map_err(|_| AllocError)?;
                     st.pool
                         .alloc(layout.size())
                         .ok()

@@ -282,6 +282,10 @@ async fn join_handshake(sock: OwnedFd, spin: Duration) -> Result<ShmTransport> {
         (Some(m), Some(a), Some(b)) => (m, a, b),
         _ => return Err(handshake_err("missing descriptors".into())),
     };
+    for bell in [&bell_a, &bell_b] {
+        os::check_eventfd(bell.as_fd())
+            .map_err(|e| TransportError::corrupt(format!("the listener's doorbell: {e}")))?;
+    }
     let seg = match kind {
         HelloKind::Pair => Segment::attach(memfd.as_fd()),
         HelloKind::Region { offset, len } => Segment::attach_region(memfd.as_fd(), offset, len),
@@ -429,8 +433,11 @@ pub async fn spawn_peer(
     )
     .map_err(io)?;
     cmd.env(INHERIT_ENV, theirs.as_raw_fd().to_string());
-    os::inherit_in_child(cmd, theirs.as_fd());
-    let mut child = cmd.spawn()?;
+    let hook = os::inherit_in_child(cmd, theirs.as_fd());
+    let spawned = cmd.spawn();
+    drop(hook);
+    cmd.env_remove(INHERIT_ENV);
+    let mut child = spawned?;
     drop(theirs);
     let started = serve_handshake(ours, &config).await.and_then(|mut t| {
         let pid = i32::try_from(child.id()).map_err(|_| {

@@ -31,8 +31,8 @@ pub const SEGMENT_SEALS: SealFlags = SealFlags::SHRINK
 /// Why an OS-layer operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OsError {
-    /// The descriptor named as inherited from the parent is unusable.
-    #[error("inherited descriptor {fd} is unusable: {why}")]
+    /// A descriptor received or inherited from the peer is unusable.
+    #[error("descriptor {fd} from the peer is unusable: {why}")]
     BadInheritedFd {
         /// The descriptor number.
         fd: i32,
@@ -321,22 +321,43 @@ pub fn recv_fds(
     Ok((r.bytes, fds))
 }
 
-/// Arranges for `fd` (close-on-exec here) to be inherited by the program `cmd` runs, under the
-/// same descriptor number: close-on-exec is cleared in the forked child only, just before exec,
-/// so no other child spawned meanwhile by this process inherits it (LESSONS 20).
-pub fn inherit_in_child(cmd: &mut std::process::Command, fd: BorrowedFd<'_>) {
+/// Arranges for `fd` (close-on-exec here) to be inherited by the program `cmd` runs next, under
+/// the same descriptor number: close-on-exec is cleared in the forked child only, just before
+/// exec, so no other child spawned meanwhile by this process inherits it (LESSONS 20).
+///
+/// `Command` keeps its hooks, so the hook is disarmed through the returned guard once the spawn
+/// is done: a later spawn from the same `Command` (when the number may name something else by
+/// then) does not clear close-on-exec on anything.
+pub fn inherit_in_child(cmd: &mut std::process::Command, fd: BorrowedFd<'_>) -> InheritGuard {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let raw = fd.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec and only calls `fcntl`, which is
-    // async-signal-safe; it allocates nothing and takes no lock. `raw` stays open in the parent
-    // until `spawn` returns (the caller holds `fd`), so in the child it is the same descriptor.
+    use std::sync::atomic::{AtomicI32, Ordering};
+    let target = std::sync::Arc::new(AtomicI32::new(fd.as_raw_fd()));
+    let hook = target.clone();
+    // SAFETY: the closure runs in the forked child before exec and only does an atomic load and
+    // `fcntl`, both async-signal-safe; it allocates nothing and takes no lock. While armed, the
+    // number stays open in the parent until `spawn` returns (the caller holds `fd` and disarms
+    // the guard afterwards), so in the child it is the same descriptor.
     unsafe {
         cmd.pre_exec(move || {
-            let fd = BorrowedFd::borrow_raw(raw);
-            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            let raw = hook.load(Ordering::Acquire);
+            if raw >= 0 {
+                let fd = BorrowedFd::borrow_raw(raw);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            }
             Ok(())
         });
+    }
+    InheritGuard(target)
+}
+
+/// Disarms the hook of [`inherit_in_child`] when dropped.
+#[derive(Debug)]
+pub struct InheritGuard(std::sync::Arc<std::sync::atomic::AtomicI32>);
+
+impl Drop for InheritGuard {
+    fn drop(&mut self) {
+        self.0.store(-1, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -382,6 +403,26 @@ pub fn adopt_inherited_socket(raw: i32) -> Result<OwnedFd, OsError> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// Checks that a descriptor received from the peer is an eventfd and makes it non-blocking, so
+/// that signalling it can never block this process (a hostile peer could send a pipe).
+pub fn check_eventfd(fd: BorrowedFd<'_>) -> Result<(), OsError> {
+    use std::os::fd::AsRawFd;
+    let link =
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|source| {
+            OsError::Io {
+                op: "readlink(/proc/self/fd)",
+                source,
+            }
+        })?;
+    if link.as_os_str() != "anon_inode:[eventfd]" {
+        return Err(OsError::BadInheritedFd {
+            fd: fd.as_raw_fd(),
+            why: "a doorbell is not an eventfd",
+        });
+    }
+    rustix::io::ioctl_fionbio(fd, true).map_err(OsError::io("ioctl(FIONBIO)"))
+}
+
 /// Registers an owned descriptor with the current tokio reactor for readability.
 ///
 /// Must be called inside a tokio runtime.
@@ -395,6 +436,15 @@ pub fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedF
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_eventfds_pass_as_doorbells() {
+        let e = eventfd().unwrap();
+        check_eventfd(e.as_fd()).unwrap();
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let err = check_eventfd(r.as_fd()).unwrap_err();
+        assert!(err.to_string().contains("not an eventfd"), "{err}");
+    }
+
     use super::*;
     use std::os::unix::net::UnixStream;
 

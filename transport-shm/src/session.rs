@@ -88,7 +88,18 @@ pub(crate) struct TxShared {
 
 impl TxShared {
     /// Takes every returned slot back. Errors mean the peer forged an entry.
-    pub(crate) fn drain_completions(st: &mut TxState) -> Result<usize> {
+    /// Takes returned slots back (see [`TxShared::drain_completions`]) and, when any came back,
+    /// wakes tasks waiting for a slot: whoever drains, a waiting `alloc` of any class must
+    /// re-check, or it could sleep although its slot is free.
+    pub(crate) fn drain(&self, st: &mut TxState) -> Result<usize> {
+        let n = Self::drain_completions(st)?;
+        if n > 0 {
+            self.slot_freed.notify_waiters();
+        }
+        Ok(n)
+    }
+
+    fn drain_completions(st: &mut TxState) -> Result<usize> {
         if st.reclaimed {
             return Ok(0);
         }
@@ -398,7 +409,7 @@ impl Inner {
         }
         {
             let mut st = lock(&self.tx.state);
-            let _ = TxShared::drain_completions(&mut st);
+            let _ = self.tx.drain(&mut st);
             let n = st.pool.reclaim_all_in_flight();
             st.reclaimed = true;
             tracing::debug!(
@@ -451,8 +462,6 @@ impl Inner {
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
                 self.0.waiters.fetch_sub(1, Ordering::SeqCst);
-                // Others may be sleeping on a flag that our wake-up consumed: let them re-check.
-                self.0.local.notify_waiters();
             }
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
@@ -466,6 +475,11 @@ impl Inner {
                     // saves the extra read that would only return EAGAIN.
                     if let Ok(Ok(_)) = g.try_io(|fd| crate::os::eventfd_drain(fd.get_ref().as_fd()).map_err(std::io::Error::from)) {
                         g.clear_ready();
+                        // The doorbell is shared by every waiter of this endpoint and we just
+                        // consumed its wake-up: let the others re-check their own condition.
+                        // (Only here: notifying on every wake-up would make two idle waiters
+                        // wake each other forever.)
+                        self.local.notify_waiters();
                     }
                 }
             }
@@ -587,12 +601,23 @@ impl Inner {
         Ok(Some(Frame::with_header(desc.header, payload)))
     }
 
+    /// The peer's death is noticed under the transmit lock (in-flight slots reclaimed) before
+    /// its flag is published: a sender that passed `send_blocker` just before must not publish
+    /// or lease after the reclaim, or its slot would stay in flight forever.
+    fn check_not_reclaimed(&self, st: &TxState) -> Result<()> {
+        if st.reclaimed {
+            return Err(self.send_blocker().unwrap_or(TransportError::PeerDied));
+        }
+        Ok(())
+    }
+
     /// Leases a slot for `len` bytes if one is free now.
     fn try_alloc(&self, len: usize) -> Result<Option<TxBuf>> {
         if let Some(e) = self.send_blocker() {
             return Err(e);
         }
         let mut st = lock(&self.tx.state);
+        self.check_not_reclaimed(&st)?;
         let mut drained = false;
         let slot = loop {
             match st.pool.alloc(len) {
@@ -601,7 +626,7 @@ impl Inner {
                 // the completion ring then serves many allocations.
                 Ok(None) if !drained => {
                     drained = true;
-                    if let Err(e) = TxShared::drain_completions(&mut st) {
+                    if let Err(e) = self.tx.drain(&mut st) {
                         drop(st);
                         self.fail(e.to_string());
                         return Err(e);
@@ -636,6 +661,7 @@ impl Inner {
             return Err(e);
         }
         let mut st = lock(&self.tx.state);
+        self.check_not_reclaimed(&st)?;
         let (desc, slot) = match body {
             Body::Inline(b) => (
                 Descriptor::inline(header, b).ok_or_else(|| {
@@ -1043,7 +1069,7 @@ impl Transport for ShmTransport {
         let inner = &self.inner;
         let (tx_queued, pool) = {
             let mut st = lock(&inner.tx.state);
-            if TxShared::drain_completions(&mut st).is_err() {
+            if inner.tx.drain(&mut st).is_err() {
                 // Reported to the next operation; stats stay best effort.
             }
             let q = inner.queued_tx(&mut st);

@@ -1,0 +1,112 @@
+//! Review findings on the waiting logic of `session.rs` (pair sessions).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use transport_api::{Frame, Transport};
+use transport_shm::conformance::small_geometry;
+use transport_shm::{Direction, ShmConfig, pair};
+
+fn cfg() -> ShmConfig {
+    ShmConfig {
+        geometry: small_geometry(),
+        spin: Duration::ZERO,
+    }
+}
+
+/// Counts how often the inner future is polled.
+struct Counted<F> {
+    polls: Arc<AtomicU64>,
+    f: Pin<Box<F>>,
+}
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.f.as_mut().poll(cx)
+    }
+}
+
+/// Two tasks waiting on one idle endpoint (here: two `recv`s; a `send` blocked on a full ring
+/// next to a `recv` behaves the same) must sleep. `park`'s `Waiting` guard calls
+/// `local.notify_waiters()` whenever a park ends, and that wakes the other parked task, whose
+/// own guard then wakes the first one again: the two tasks ping-pong forever and burn a core
+/// although nothing happens.
+#[tokio::test(flavor = "current_thread")]
+async fn two_idle_waiters_do_not_wake_each_other_forever() {
+    let (a, b) = pair(cfg()).await.unwrap();
+    let b = Arc::new(b);
+    let p1 = Arc::new(AtomicU64::new(0));
+    let p2 = Arc::new(AtomicU64::new(0));
+    let (b1, b2) = (b.clone(), b.clone());
+    let t1 = tokio::spawn(Counted {
+        polls: p1.clone(),
+        f: Box::pin(async move { b1.recv().await }),
+    });
+    let t2 = tokio::spawn(Counted {
+        polls: p2.clone(),
+        f: Box::pin(async move { b2.recv().await }),
+    });
+    // Both park. Then one local event that satisfies neither: B sends a frame to A (its
+    // `kick_waiters` wakes both receivers, which find nothing and park again).
+    while b.stats().recv_waits < 2 {
+        tokio::task::yield_now().await;
+    }
+    b.send(Frame::new(vec![1u8; 8])).await.unwrap();
+    let before = p1.load(Ordering::Relaxed) + p2.load(Ordering::Relaxed);
+    // An observation window, not synchronisation: idle waiters must stay asleep through it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _keep = a;
+    let (n1, n2) = (p1.load(Ordering::Relaxed), p2.load(Ordering::Relaxed));
+    eprintln!("polls before the event {before}, after 300 ms {}", n1 + n2);
+    t1.abort();
+    t2.abort();
+    assert!(
+        n1 + n2 < 50,
+        "two idle receivers were polled {n1} + {n2} times in 300 ms: they keep waking each other"
+    );
+}
+
+/// `alloc` can sleep forever although a slot of its class is free.
+///
+/// The real interleaving (multi-threaded runtime): task T1 in `alloc` finds its class empty
+/// (`try_alloc` drains the completion ring: nothing yet) and, before it calls
+/// `completions.prepare_park()`, (1) the peer returns the slot (pushes a completion; the
+/// consumer flag is not set, so no doorbell) and (2) another task drains the completion ring
+/// (`stats()`, or `try_alloc`/`ShmAllocator::allocate` for *another* class, all call
+/// `drain_completions`), which frees the slot in the pool without notifying anyone. T1 then sets
+/// its flag, sees an empty completion ring and parks; no completion and no local notification
+/// will ever come.
+///
+/// The window is a few instructions wide, so this test reaches the same state in a fixed
+/// order: T1 parks first, the flag is cleared (as if the peer's push had come before T1 set
+/// it), the peer returns the slot (no doorbell, exactly as in the race), `stats()` drains it.
+#[tokio::test(flavor = "current_thread")]
+async fn alloc_waiter_is_woken_when_another_task_drains_its_completion() {
+    let (a, b) = pair(cfg()).await.unwrap();
+    let a = Arc::new(a);
+    // The 1 MiB class has exactly one slot: send it, the receiver holds it.
+    a.send(Frame::new(vec![7u8; 1 << 20])).await.unwrap();
+    let held = b.recv().await.unwrap();
+    let a1 = a.clone();
+    let t1 = tokio::spawn(async move { a1.alloc(1 << 20).await.map(|buf| buf.len()) });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!t1.is_finished(), "T1 must be parked");
+    // CONSUMER_PARKED of A's transmit completion ring (word 16 of the ring's control block).
+    let ring = a.segment().completion_ring(Direction::AToB);
+    assert_eq!(ring[16].load(Ordering::SeqCst), 1, "T1 announced it parks");
+    ring[16].store(0, Ordering::SeqCst);
+    drop(held); // B gives the slot back
+    let st = a.stats(); // another task takes completions: the slot is free again
+    assert_eq!(st.slots_in_use, 0, "{st:?}");
+    let got = tokio::time::timeout(Duration::from_secs(2), t1).await;
+    assert!(
+        matches!(got, Ok(Ok(Ok(n))) if n == 1 << 20),
+        "alloc still sleeps although its slot is free: {got:?}"
+    );
+}
