@@ -1,7 +1,10 @@
 //! In-process scenarios: each runs on a connected pair from [`Backend::pair`], and the ones the
 //! issue names also through the boxed, object-safe transport.
 
-use crate::util::{Check, Rng, check_pattern, fill_pattern, pattern, run_scenario, wait_until};
+use crate::util::{
+    Check, Rng, check_numbered, check_pattern, fill_pattern, numbered, pattern, run_scenario,
+    wait_until,
+};
 use crate::{Backend, Capabilities, PairOptions, SCENARIO_TIMEOUT, check_idle, ensure};
 use bytes::Bytes;
 use libtest_mimic::{Failed, Trial};
@@ -82,42 +85,6 @@ pub(crate) fn trials<B: Backend>(backend: &Arc<B>) -> Vec<Trial> {
         "typed_messages" => (PairOptions::DEFAULT, typed_messages, boxed: false),
     );
     t
-}
-
-fn seq_frame(i: u64, len: usize) -> Frame {
-    let mut p = pattern(len.max(8), i);
-    p[..8].copy_from_slice(&i.to_le_bytes());
-    p.truncate(len.max(8));
-    Frame::new(p).msg_id(i)
-}
-
-fn check_seq_frame(f: &Frame, i: u64) -> Check {
-    ensure!(
-        f.header.msg_id == i,
-        "frame out of order: expected msg_id {i}, got {}",
-        f.header.msg_id
-    );
-    let b = f.bytes();
-    ensure!(
-        b.len() >= 8,
-        "frame {i}: payload of {} bytes is too short",
-        b.len()
-    );
-    ensure!(
-        b[..8] == i.to_le_bytes(),
-        "frame {i}: payload sequence number is {:?}",
-        &b[..8]
-    );
-    check_pattern(&b[8..], i).or_else(|_| {
-        // The pattern was generated over the whole buffer then overwritten at the front.
-        let want = {
-            let mut p = pattern(b.len(), i);
-            p[..8].copy_from_slice(&i.to_le_bytes());
-            p
-        };
-        ensure!(b == want.as_slice(), "frame {i}: payload content differs");
-        Ok(())
-    })
 }
 
 async fn ordering_single_channel<T: Transport + 'static>(a: T, b: T, _c: Capabilities) -> Check {
@@ -313,10 +280,10 @@ async fn too_large<T: Transport + 'static>(a: T, b: T, _c: Capabilities) -> Chec
 async fn fill_until_full<T: Transport>(a: &T, len: usize) -> Result<u64, String> {
     let mut sent = 0u64;
     loop {
-        match a.try_send(seq_frame(sent, len)) {
+        match a.try_send(numbered(sent, len)) {
             Ok(()) => sent += 1,
             Err(TrySendError::Full(f)) => {
-                check_seq_frame(&f, sent)
+                check_numbered(&f, sent)
                     .map_err(|e| format!("the frame handed back by Full is not ours: {e}"))?;
                 return Ok(sent);
             }
@@ -343,7 +310,7 @@ async fn backpressure<T: Transport + 'static>(a: T, b: T, caps: Capabilities) ->
     let waits = a.stats().send_waits;
     let blocked = {
         let a = a.clone();
-        tokio::spawn(async move { a.send(seq_frame(n, LEN)).await })
+        tokio::spawn(async move { a.send(numbered(n, LEN)).await })
     };
     wait_until("the send blocks on a full transport", SETTLE, || {
         a.stats().send_waits > waits
@@ -355,7 +322,7 @@ async fn backpressure<T: Transport + 'static>(a: T, b: T, caps: Capabilities) ->
     );
     for i in 0..=n {
         let f = b.recv().await.map_err(err(format!("recv #{i}")))?;
-        check_seq_frame(&f, i)?;
+        check_numbered(&f, i)?;
     }
     blocked
         .await
@@ -448,15 +415,15 @@ async fn cancellation<T: Transport + 'static>(a: T, b: T, _c: Capabilities) -> C
             for i in 0..N {
                 let len = [8usize, 100, 2000][rng.below(3) as usize];
                 let done = match rng.below(4) {
-                    0 => Some(a.send(seq_frame(i, len)).await),
+                    0 => Some(a.send(numbered(i, len)).await),
                     1 => tokio::time::timeout(
                         Duration::from_micros(rng.below(30)),
-                        a.send(seq_frame(i, len)),
+                        a.send(numbered(i, len)),
                     )
                     .await
                     .ok(),
                     2 => {
-                        let fut = a.send(seq_frame(i, len));
+                        let fut = a.send(numbered(i, len));
                         tokio::select! {
                             biased;
                             r = fut => Some(r),
@@ -473,7 +440,7 @@ async fn cancellation<T: Transport + 'static>(a: T, b: T, _c: Capabilities) -> C
                         .await;
                         match alloc {
                             Ok(Ok(mut buf)) => {
-                                let f = seq_frame(i, len);
+                                let f = numbered(i, len);
                                 buf.copy_from_slice(f.bytes());
                                 let fut = a.send(Frame::with_header(f.header, buf));
                                 tokio::select! {
@@ -518,7 +485,7 @@ async fn cancellation<T: Transport + 'static>(a: T, b: T, _c: Capabilities) -> C
                 };
                 match r {
                     Some(Ok(f)) => {
-                        check_seq_frame(&f, f.header.msg_id)?;
+                        check_numbered(&f, f.header.msg_id)?;
                         got.push(f.header.msg_id);
                     }
                     Some(Err(TransportError::Closed)) => return Ok::<_, String>(got),
@@ -557,7 +524,7 @@ async fn close_wakes_local_waiters<T: Transport + 'static>(a: T, b: T, _c: Capab
     let rw = a.stats().recv_waits;
     let send = {
         let a = a.clone();
-        tokio::spawn(async move { a.send(seq_frame(n, 256)).await })
+        tokio::spawn(async move { a.send(numbered(n, 256)).await })
     };
     let recv = {
         let a = a.clone();
@@ -600,7 +567,7 @@ async fn close_wakes_local_waiters<T: Transport + 'static>(a: T, b: T, _c: Capab
             .recv()
             .await
             .map_err(err(format!("peer recv #{i} after close")))?;
-        check_seq_frame(&f, i)?;
+        check_numbered(&f, i)?;
     }
     let r = b.recv().await;
     ensure!(
@@ -613,7 +580,7 @@ async fn close_wakes_local_waiters<T: Transport + 'static>(a: T, b: T, _c: Capab
 async fn close_peer_drains<T: Transport + 'static>(a: T, b: T, _c: Capabilities) -> Check {
     const N: u64 = 200;
     for i in 0..N {
-        a.send(seq_frame(i, 100))
+        a.send(numbered(i, 100))
             .await
             .map_err(err(format!("send #{i}")))?;
     }
@@ -624,7 +591,7 @@ async fn close_peer_drains<T: Transport + 'static>(a: T, b: T, _c: Capabilities)
             .recv()
             .await
             .map_err(err(format!("recv #{i} after peer close")))?;
-        check_seq_frame(&f, i)?;
+        check_numbered(&f, i)?;
     }
     for _ in 0..2 {
         let r = b.recv().await;
@@ -652,7 +619,7 @@ async fn drop_without_close<T: Transport + 'static>(a: T, b: T, _c: Capabilities
             loop {
                 match b.recv().await {
                     Ok(f) => {
-                        check_seq_frame(&f, n)?;
+                        check_numbered(&f, n)?;
                         n += 1;
                     }
                     Err(TransportError::Closed) => return Ok::<_, String>(n),
@@ -666,7 +633,7 @@ async fn drop_without_close<T: Transport + 'static>(a: T, b: T, _c: Capabilities
     })
     .await?;
     for i in 0..N {
-        a.send(seq_frame(i, 64))
+        a.send(numbered(i, 64))
             .await
             .map_err(err(format!("send #{i}")))?;
     }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::time::{Duration, Instant};
+use transport_api::Frame;
 
 /// A scenario's verdict: `Err` carries the explanation.
 pub type Check = std::result::Result<(), String>;
@@ -134,4 +135,34 @@ where
     let _ = done_tx.send(());
     let _ = watchdog.join();
     result
+}
+
+/// A frame numbered `i` (in `msg_id` and the first 8 payload bytes) with a pattern payload of
+/// `len` bytes (at least 8).
+pub fn numbered(i: u64, len: usize) -> Frame {
+    let mut p = pattern(len.max(8), i);
+    p[..8].copy_from_slice(&i.to_le_bytes());
+    Frame::new(p).msg_id(i)
+}
+
+/// Checks that `f` is the frame [`numbered`] made for `i`, content included.
+pub fn check_numbered(f: &Frame, i: u64) -> Check {
+    ensure!(
+        f.header.msg_id == i,
+        "expected frame #{i}, got #{}",
+        f.header.msg_id
+    );
+    let b = f.bytes();
+    ensure!(
+        b.len() >= 8 && b[..8] == i.to_le_bytes(),
+        "frame #{i}: bad sequence bytes"
+    );
+    let mut want = pattern(b.len(), i);
+    want[..8].copy_from_slice(&i.to_le_bytes());
+    ensure!(
+        b == want.as_slice(),
+        "frame #{i}: payload of {} bytes corrupted",
+        b.len()
+    );
+    Ok(())
 }

@@ -3,7 +3,9 @@
 //! SIGKILL at chosen or random points.
 
 use crate::scenarios::{SETTLE, to_failed};
-use crate::util::{Check, Rng, check_pattern, pattern, run_scenario, wait_until};
+use crate::util::{
+    Check, Rng, check_numbered, check_pattern, numbered, pattern, run_scenario, wait_until,
+};
 use crate::{Backend, PairOptions, SCENARIO_TIMEOUT, check_idle, ensure};
 use libtest_mimic::{Completion, Trial};
 use std::process::{ExitCode, Stdio};
@@ -58,33 +60,6 @@ fn role_name(r: Role) -> &'static str {
         .find(|(x, _)| *x == r)
         .map(|(_, n)| *n)
         .unwrap_or("?")
-}
-
-fn numbered(i: u64, len: usize) -> Frame {
-    let mut p = pattern(len.max(8), i);
-    p[..8].copy_from_slice(&i.to_le_bytes());
-    Frame::new(p).msg_id(i)
-}
-
-fn check_numbered(f: &Frame, i: u64) -> Check {
-    ensure!(
-        f.header.msg_id == i,
-        "expected frame #{i}, got #{}",
-        f.header.msg_id
-    );
-    let b = f.bytes();
-    ensure!(
-        b.len() >= 8 && b[..8] == i.to_le_bytes(),
-        "frame #{i}: bad sequence bytes"
-    );
-    let mut want = pattern(b.len(), i);
-    want[..8].copy_from_slice(&i.to_le_bytes());
-    ensure!(
-        b == want.as_slice(),
-        "frame #{i}: payload of {} bytes corrupted",
-        b.len()
-    );
-    Ok(())
 }
 
 /// In a child process (role set in the environment), runs the role and returns its exit code.
