@@ -214,7 +214,8 @@ pub struct PeerInfo {
     pub id: PeerId,
     /// Its session's state.
     pub state: PeerState,
-    /// The pid the peer announced in its region header (untrusted: for diagnostics only).
+    /// The peer's process id as the kernel reported it for the connection (`SO_PEERCRED`), so
+    /// it can be trusted (e.g. to signal or wait for the peer).
     pub pid: Option<i32>,
     /// The host side's counters and occupancy for this peer (queued frames both ways, slots
     /// and buffer bytes in use, frames and bytes sent and received). Frozen at its last value once the hub
@@ -230,6 +231,8 @@ struct Entry {
     /// The peer's end of the socket is closed.
     hung_up: bool,
     last_stats: Stats,
+    /// The peer's pid as the kernel reported it for the connection (`SO_PEERCRED`).
+    pid: Option<i32>,
 }
 
 enum Region {
@@ -397,6 +400,9 @@ impl HubHost {
             let region = reservation.region;
             let (stream, _) = self.listener.accept().await?;
             let sock: OwnedFd = stream.into_std()?.into();
+            let pid = rustix::net::sockopt::socket_peercred(&sock)
+                .ok()
+                .map(|c| c.pid.as_raw_nonzero().get());
             let id = {
                 let mut st = lock(&sh.state);
                 let id = PeerId {
@@ -433,6 +439,7 @@ impl HubHost {
                                     state: PeerState::Attached,
                                     hung_up: false,
                                     last_stats: Stats::default(),
+                                    pid,
                                 },
                             );
                         }
@@ -618,15 +625,15 @@ impl HubHost {
             let st = lock(&sh.state);
             st.peers
                 .iter()
-                .map(|(id, e)| (*id, e.state, e.transport.clone(), e.last_stats))
+                .map(|(id, e)| (*id, e.state, e.transport.clone(), e.last_stats, e.pid))
                 .collect()
         };
         snapshot
             .into_iter()
-            .map(|(id, state, t, last)| PeerInfo {
+            .map(|(id, state, t, last, pid)| PeerInfo {
                 id,
                 state,
-                pid: sh.peer_pid(id.region()),
+                pid,
                 stats: t.map_or(last, |t| t.stats()),
             })
             .collect()
@@ -867,12 +874,6 @@ impl Shared {
             .words(self.region_offset(region), HEADER_WORDS)
             .map_or(0, |h| h[word].load(Ordering::Acquire))
     }
-
-    fn peer_pid(&self, region: usize) -> Option<i32> {
-        i32::try_from(self.peer_header_word(region, Side::B.pid_word()))
-            .ok()
-            .filter(|p| *p > 0)
-    }
 }
 
 /// Watches one region's session socket (a duplicate of the host's end, never read from) and
@@ -1061,13 +1062,18 @@ mod tests {
             assert_eq!(host.segment().layout(), peer.segment().layout());
             // The host's view of the region is the peer's mapping: same bytes.
             peer.segment().header()[Side::B.pid_word()].store(4242 + i as u64, Ordering::Relaxed);
-            assert_eq!(hub.shared.peer_pid(i), Some(4242 + i as i32));
+            assert_eq!(
+                hub.shared.peer_header_word(i, Side::B.pid_word()),
+                4242 + i as u64
+            );
             assert_eq!(
                 host.segment().side_state(Side::B).pid,
                 Some(4242 + i as i32)
             );
             peers.push((host, peer));
         }
+        // The pid the hub reports comes from the kernel (the peers are this process here).
+        assert!(hub.peers().iter().all(|p| p.pid == Some(os::current_pid())));
     }
 
     #[test]
