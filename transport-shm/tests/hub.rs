@@ -860,3 +860,94 @@ async fn chaos_cross_process_peers_killed_and_replaced() {
         "only {sessions} sessions streamed"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The host dies: every peer's waiters get PeerDied.
+
+const HOST_ENV: &str = "TRANSPORT_SHM_HUB_HOST_PATH";
+
+/// Host role (runs only when spawned by `host_death_wakes_every_peer`): binds a hub, says
+/// `ready`, accepts peers and holds them until killed.
+#[test]
+fn hub_host_child() {
+    let Ok(path) = std::env::var(HOST_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let hub = HubHost::bind(&path, config(4)).expect("bind");
+        println!("ready");
+        let mut held = Vec::new();
+        while let Ok(p) = hub.accept().await {
+            held.push(p);
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_death_wakes_every_peer() {
+    use tokio::io::AsyncBufReadExt;
+    let path = std::env::temp_dir().join(format!("tshm-hub-hostdeath-{}.sock", std::process::id()));
+    let mut host = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "hub_host_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOST_ENV, &path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(host.stdout.take().unwrap()).lines();
+    loop {
+        let line = guard("host ready", lines.next_line()).await.unwrap();
+        match line.as_deref() {
+            // libtest prints `test hub_host_child ... ` on the same line first.
+            Some(l) if l.ends_with("ready") => break,
+            Some(_) => continue,
+            None => panic!("the host child exited before binding"),
+        }
+    }
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        peers.push(Arc::new(
+            guard("connect", transport_shm::connect(&path))
+                .await
+                .unwrap(),
+        ));
+    }
+    let waiters: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            let p = p.clone();
+            tokio::spawn(async move { p.recv().await })
+        })
+        .collect();
+    for p in &peers {
+        let p = p.clone();
+        wait_until("the peer's recv is parked", move || {
+            p.stats().recv_waits > 0
+        })
+        .await;
+    }
+    host.start_kill().unwrap();
+    let _ = host.wait().await;
+    for w in waiters {
+        let r = guard("a peer's recv after the host died", w).await.unwrap();
+        assert!(matches!(r, Err(TransportError::PeerDied)), "{r:?}");
+    }
+    for p in &peers {
+        assert!(matches!(
+            p.send(numbered(0, 0, 100)).await,
+            Err(TransportError::PeerDied)
+        ));
+    }
+    // The killed host could not remove its socket file.
+    let _ = std::fs::remove_file(&path);
+}
