@@ -223,9 +223,6 @@ struct Inner {
     waiters: AtomicUsize,
     status: Status,
     spin: Duration,
-    /// The receive spin budget in nanoseconds, adapted to how long waits have recently been
-    /// (see [`Inner::adapt_after_park`]); never below `spin`.
-    recv_spin_ns: AtomicU64,
     max_payload: usize,
 }
 
@@ -301,7 +298,6 @@ impl ShmTransport {
             waiters: AtomicUsize::new(0),
             status: Status::default(),
             spin: p.spin,
-            recv_spin_ns: AtomicU64::new(p.spin.as_nanos() as u64),
             max_payload,
         });
         let sock = p.sock;
@@ -492,39 +488,8 @@ impl Inner {
 
     /// Retries `attempt` for up to the configured spin time before the caller parks. The OS
     /// thread is yielded every few dozen tries so that a peer sharing this CPU can run.
-    fn spin<T>(&self, attempt: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
-        self.spin_for(self.spin, attempt)
-    }
-
-    /// Longest adapted receive spin: waits longer than this park at once (an idle session
-    /// costs nothing), shorter ones are spun through once they recur.
-    const MAX_RECV_SPIN: Duration = Duration::from_micros(200);
-
-    /// A receive wait that had to park ended after `waited` (from the start of its spin). If
-    /// such waits are short, spin long enough to catch the next one without a wake-up (e.g.
-    /// round trips carrying large payloads); after a long idle time go back to the configured
-    /// spin.
-    fn adapt_after_park(&self, waited: Duration) {
+    fn spin<T>(&self, mut attempt: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
         if self.spin.is_zero() {
-            return;
-        }
-        let upper = Self::MAX_RECV_SPIN.max(self.spin);
-        let next = if waited <= upper {
-            (waited * 3 / 2).max(self.spin).min(upper)
-        } else {
-            self.spin
-        };
-        self.recv_spin_ns
-            .store(next.as_nanos() as u64, Ordering::Relaxed);
-    }
-
-    /// Like [`Inner::spin`] with an explicit budget.
-    fn spin_for<T>(
-        &self,
-        budget: Duration,
-        mut attempt: impl FnMut() -> Result<Option<T>>,
-    ) -> Result<Option<T>> {
-        if budget.is_zero() {
             return Ok(None);
         }
         let start = Instant::now();
@@ -535,7 +500,7 @@ impl Inner {
             }
             tries = tries.wrapping_add(1);
             if tries % 32 == 0 {
-                if start.elapsed() >= budget {
+                if start.elapsed() >= self.spin {
                     return Ok(None);
                 }
                 std::thread::yield_now();
@@ -995,9 +960,7 @@ impl Transport for ShmTransport {
         if let Some(f) = inner.take_or_end()? {
             return Ok(f);
         }
-        let waiting_since = Instant::now();
-        let budget = Duration::from_nanos(inner.recv_spin_ns.load(Ordering::Relaxed));
-        if let Some(f) = inner.spin_for(budget, || inner.take_or_end())? {
+        if let Some(f) = inner.spin(|| inner.take_or_end())? {
             return Ok(f);
         }
         inner
@@ -1010,7 +973,6 @@ impl Transport for ShmTransport {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(f) = inner.take_or_end()? {
-                inner.adapt_after_park(waiting_since.elapsed());
                 return Ok(f);
             }
             let may_sleep = lock(&inner.rx.state).ring.prepare_park();
