@@ -5,7 +5,7 @@
 use super::cli::ChildArgs;
 use super::generic::StreamOutcome;
 use super::procs::{ChildProc, PlaceCtx};
-use super::proto::{Budget, nanos};
+use super::proto::Budget;
 use super::rows::Session;
 use super::shmem::take_inherited_fd;
 use super::{BenchError, BenchResult};
@@ -69,12 +69,8 @@ impl Session for EventfdSession {
                     "eventfd: peer posted {v}, expected 1"
                 )));
             }
-            if t0 >= warm_end {
-                samples.push(nanos(t1 - t0));
-                let n = samples.len() as u64;
-                if n >= budget.max_iters || (n >= budget.min_iters && t1 >= end) {
-                    return Ok(samples);
-                }
+            if budget.record(&mut samples, t0, t1, warm_end, end) {
+                return Ok(samples);
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use super::proto::{
     Budget, Deadline, F_CMD_RTT, F_CMD_STREAM, F_CMD_STREAM_ZC, F_DATA, F_END, F_PING, F_QUIT,
-    F_SUMMARY, Pattern, Tally, check, nanos, read_seq, stamp_seq,
+    F_SUMMARY, Pattern, Tally, check, read_seq, stamp_seq,
 };
 use super::{BenchError, BenchResult};
 use bytes::Bytes;
@@ -86,12 +86,8 @@ pub async fn rtt<T: Transport>(
             )));
         }
         drop(f);
-        if t0 >= warm_end {
-            samples.push(nanos(t1 - t0));
-            let n = samples.len() as u64;
-            if n >= budget.max_iters || (n >= budget.min_iters && t1 >= end) {
-                break;
-            }
+        if budget.record(&mut samples, t0, t1, warm_end, end) {
+            break;
         }
     }
     t.send(control(F_END)).await?;

@@ -26,7 +26,7 @@
 use super::cli::ChildArgs;
 use super::generic::StreamOutcome;
 use super::procs::{ChildProc, PlaceCtx};
-use super::proto::{Budget, Deadline, MAX_SIZE, Pattern, Tally, check, nanos, read_seq, stamp};
+use super::proto::{Budget, Deadline, MAX_SIZE, Pattern, Tally, check, read_seq, stamp};
 use super::rows::Session;
 use super::shmem::take_inherited_fd;
 use super::spin::Spinner;
@@ -465,12 +465,8 @@ impl Session for Iox2Session {
                     "iceoryx2 rtt: bad echo for ping {seq}"
                 )));
             }
-            if t0 >= warm_end {
-                samples.push(nanos(t1 - t0));
-                let n = samples.len() as u64;
-                if n >= budget.max_iters || (n >= budget.min_iters && t1 >= end) {
-                    break;
-                }
+            if budget.record(&mut samples, t0, t1, warm_end, end) {
+                break;
             }
         }
         ports.send(flavor, pattern, size, END)?;

@@ -236,6 +236,24 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// Records the round trip `t0..t1` once warm-up (`warm_end`) is over; `true` when the
+    /// measurement is complete (`max_iters` samples, or `min_iters` and past `end`).
+    pub fn record(
+        &self,
+        samples: &mut Vec<u64>,
+        t0: Instant,
+        t1: Instant,
+        warm_end: Instant,
+        end: Instant,
+    ) -> bool {
+        if t0 < warm_end {
+            return false;
+        }
+        samples.push(nanos(t1 - t0));
+        let n = samples.len() as u64;
+        n >= self.max_iters || (n >= self.min_iters && t1 >= end)
+    }
+
     /// Budget of a round-trip measurement.
     pub fn rtt(quick: bool, size: usize) -> Budget {
         let (warmup, measure) = if quick {
@@ -330,6 +348,47 @@ pub fn nanos(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn budget_records_after_warm_up_and_stops_at_its_limits() {
+        let b = Budget::rtt(true, 8);
+        let t = Instant::now();
+        let (warm_end, end) = (t + Duration::from_millis(1), t + Duration::from_secs(60));
+        let mut samples = Vec::new();
+        assert!(!b.record(&mut samples, t, t + Duration::from_nanos(5), warm_end, end));
+        assert!(samples.is_empty(), "warm-up samples are not kept");
+        let t0 = warm_end;
+        for i in 1..b.max_iters {
+            assert!(
+                !b.record(
+                    &mut samples,
+                    t0,
+                    t0 + Duration::from_nanos(7),
+                    warm_end,
+                    end
+                ),
+                "{i}"
+            );
+        }
+        assert!(b.record(
+            &mut samples,
+            t0,
+            t0 + Duration::from_nanos(7),
+            warm_end,
+            end
+        ));
+        assert_eq!(samples.len() as u64, b.max_iters);
+        assert_eq!(samples[0], 7);
+        let mut few = Vec::new();
+        let late = end + Duration::from_secs(1);
+        for _ in 1..b.min_iters {
+            assert!(!b.record(&mut few, t0, late, warm_end, end));
+        }
+        assert!(
+            b.record(&mut few, t0, late, warm_end, end),
+            "min_iters past the deadline ends it"
+        );
+    }
+
     use super::*;
 
     #[test]

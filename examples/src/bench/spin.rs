@@ -14,7 +14,7 @@
 use super::cli::ChildArgs;
 use super::generic::StreamOutcome;
 use super::procs::{ChildProc, PlaceCtx};
-use super::proto::{Budget, Deadline, MAX_SIZE, Pattern, Tally, check, nanos, tail_byte};
+use super::proto::{Budget, Deadline, MAX_SIZE, Pattern, Tally, check, tail_byte};
 use super::rows::Session;
 use super::shmem::SharedRegion;
 use super::{BenchError, BenchResult};
@@ -194,12 +194,8 @@ impl Session for SpinSession {
                     "spin rtt: bad echo for ping {seq}"
                 )));
             }
-            if t0 >= warm_end {
-                samples.push(nanos(t1 - t0));
-                let n = samples.len() as u64;
-                if n >= budget.max_iters || (n >= budget.min_iters && t1 >= end) {
-                    break;
-                }
+            if budget.record(&mut samples, t0, t1, warm_end, end) {
+                break;
             }
         }
         ping.store(NONE, Release);

@@ -10,7 +10,7 @@ use super::generic::StreamOutcome;
 use super::procs::{ChildProc, PlaceCtx, RendezvousDir, retry};
 use super::proto::{
     Budget, Deadline, F_CMD_RTT, F_CMD_STREAM, F_DATA, F_END, F_PING, F_QUIT, F_SUMMARY, MAX_SIZE,
-    Pattern, Tally, check, nanos,
+    Pattern, Tally, check,
 };
 use super::rows::Session;
 use super::{BenchError, BenchResult};
@@ -123,12 +123,8 @@ impl Session for UnixSession {
                         "unix rtt: bad echo for ping {seq}"
                     )));
                 }
-                if t0 >= warm_end {
-                    samples.push(nanos(t1 - t0));
-                    let n = samples.len() as u64;
-                    if n >= budget.max_iters || (n >= budget.min_iters && t1 >= end) {
-                        break;
-                    }
+                if budget.record(&mut samples, t0, t1, warm_end, end) {
+                    break;
                 }
             }
             write_control(s, F_END).await?;
