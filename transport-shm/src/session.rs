@@ -10,9 +10,7 @@
 //! The peer writes that eventfd only when the flag is set, so busy peers make no system calls.
 //! Peer liveness comes from the session socket, watched by one small task per session.
 
-use crate::descriptor::{
-    CONT_BYTES, DescPayload, Descriptor, INLINE_HEAD, INLINE_MAX, MAX_CONT, SlotRef,
-};
+use crate::descriptor::{DescPayload, Descriptor, INLINE_MAX, SlotRef};
 use crate::layout::{Direction, Side};
 use crate::mapping::SharedWords as Words;
 use crate::pool::{HeldSet, SenderPool};
@@ -33,13 +31,6 @@ use transport_api::{
 /// Message bytes on the session socket.
 pub(crate) const MSG_READY: u8 = b'R';
 pub(crate) const MSG_CLOSE: u8 = b'C';
-
-/// Adds `n` to a counter whose writers are serialised by a lock they all hold: a plain load and
-/// store instead of a locked read-modify-write, which is most of the cost of counting on the hot
-/// path. Readers (`stats`) see the value as of some recent update.
-fn bump(c: &AtomicU64, n: u64) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-}
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Critical sections only move ring indices and pool bookkeeping that is consistent at every
@@ -142,14 +133,13 @@ struct RxState {
     ring: DescConsumer<Words>,
     completions: CompletionProducer<Words>,
     held: HeldSet,
-    /// Bytes of the slots in `held` (received payloads not dropped yet).
-    held_bytes: u64,
 }
 
 /// Receive side.
 struct RxShared {
     seg: Arc<Link>,
     state: Mutex<RxState>,
+    held_bytes: AtomicU64,
 }
 
 impl RxShared {
@@ -165,7 +155,7 @@ impl RxShared {
             // The ring holds every slot of the direction, so it can only be full if the peer
             // stopped draining it while also publishing more slots than exist: it is broken or
             // gone, and the slot is simply not returned.
-            Err(PushError::Full | PushError::Corrupt(_) | PushError::BadUnit { .. }) => {
+            Err(PushError::Full | PushError::Corrupt(_)) => {
                 tracing::debug!(
                     backend = "shm",
                     ?slot,
@@ -203,8 +193,10 @@ impl AsRef<[u8]> for RxSlot {
 
 impl Drop for RxSlot {
     fn drop(&mut self) {
+        self.rx
+            .held_bytes
+            .fetch_sub(self.size as u64, Ordering::Relaxed);
         let mut st = lock(&self.rx.state);
-        st.held_bytes = st.held_bytes.saturating_sub(self.size as u64);
         self.rx.give_back(&mut st, self.slot);
     }
 }
@@ -232,15 +224,6 @@ struct Inner {
     status: Status,
     spin: Duration,
     max_payload: usize,
-    /// Largest payload sent inline in the ring (see [`inline_max`]).
-    inline_max: usize,
-}
-
-/// Largest payload this end sends inline through a ring of `capacity` entries: a frame takes at
-/// most half the ring, so a sender never waits for more room than a ring can free at once.
-fn inline_max(capacity: u32) -> usize {
-    let entries = (capacity as usize / 2).max(1);
-    INLINE_HEAD + (entries - 1).min(MAX_CONT) * CONT_BYTES
 }
 
 /// One endpoint of a shared-memory pair session. `Send + Sync`; share it with `Arc` between
@@ -285,10 +268,8 @@ impl ShmTransport {
                 .completion_producer(rxd)
                 .map_err(corrupt("return ring"))?,
             held: HeldSet::new(p.seg.layout().geometry()),
-            held_bytes: 0,
         };
         p.seg.mark_attached(p.side, crate::os::current_pid());
-        let ring_capacity = p.seg.layout().ring_capacity();
         let link = Arc::new(Link {
             seg: p.seg,
             side: p.side,
@@ -305,6 +286,7 @@ impl ShmTransport {
         let rx = Arc::new(RxShared {
             seg: link.clone(),
             state: Mutex::new(rx_state),
+            held_bytes: AtomicU64::new(0),
         });
         let inner = Arc::new(Inner {
             seg: link,
@@ -317,7 +299,6 @@ impl ShmTransport {
             status: Status::default(),
             spin: p.spin,
             max_payload,
-            inline_max: inline_max(ring_capacity),
         });
         let sock = p.sock;
         // The peer's process, from the kernel (SO_PEERCRED), is a second death signal: it also
@@ -557,12 +538,6 @@ impl Inner {
         }
     }
 
-    /// Marks the session corrupt with `detail` and returns that error.
-    fn corrupt<T>(&self, detail: String) -> Result<T> {
-        self.fail(detail.clone());
-        Err(TransportError::corrupt(detail))
-    }
-
     fn try_take(&self) -> Result<Option<Frame>> {
         if self.status.closed.load(Ordering::Acquire) {
             return Err(TransportError::Closed);
@@ -571,64 +546,47 @@ impl Inner {
             return Err(e);
         }
         let mut st = lock(&self.rx.state);
-        let words = match st.ring.peek() {
+        let words = match st.ring.try_pop() {
             Ok(Some(w)) => w,
             Ok(None) => return Ok(None),
             Err(e) => {
                 drop(st);
-                return self.corrupt(format!("receive ring: {e}"));
+                let detail = format!("receive ring: {e}");
+                self.fail(detail.clone());
+                return Err(TransportError::corrupt(detail));
             }
         };
+        if st.ring.producer_needs_wake() {
+            self.seg.ring_peer();
+        }
         let desc = match Descriptor::decode(&words, self.seg.seg.layout().geometry()) {
             Ok(d) => d,
             Err(e) => {
                 drop(st);
-                return self.corrupt(format!("descriptor: {e}"));
+                let detail = format!("descriptor: {e}");
+                self.fail(detail.clone());
+                return Err(TransportError::corrupt(detail));
             }
         };
         let payload = match desc.payload {
             DescPayload::Inline { .. } => {
-                let conts = desc.continuations();
-                let capacity = st.ring.capacity();
-                if conts as u64 >= capacity {
-                    drop(st);
-                    return self.corrupt(format!(
-                        "an inline payload of {} bytes needs {} ring entries, the ring holds {capacity}",
-                        desc.len(),
-                        1 + conts
-                    ));
-                }
-                // Copied out before its entries are given back.
-                let head = desc.inline_head().unwrap_or(&[]);
-                let bytes = if conts == 0 {
-                    Bytes::copy_from_slice(head)
-                } else {
-                    let mut v = Vec::with_capacity(desc.len());
-                    v.extend_from_slice(head);
-                    for k in 0..conts {
-                        let want = desc.len() - INLINE_HEAD - k * CONT_BYTES;
-                        Descriptor::read_continuation(&st.ring.read(1 + k as u64), want, &mut v);
-                    }
-                    Bytes::from(v)
-                };
-                self.consumed(&mut st, 1 + conts as u64, desc.len());
-                drop(st);
-                bytes
+                Bytes::copy_from_slice(desc.inline_bytes().unwrap_or(&[]))
             }
             DescPayload::Slot { slot, len } => {
                 let Some((ptr, size)) = self.seg.slot_ptr(self.seg.side.rx(), slot) else {
                     drop(st);
-                    return self.corrupt(format!(
-                        "descriptor names slot {slot:?} outside the segment"
-                    ));
+                    let detail = format!("descriptor names slot {slot:?} outside the segment");
+                    self.fail(detail.clone());
+                    return Err(TransportError::corrupt(detail));
                 };
                 if let Err(e) = st.held.insert(slot) {
                     drop(st);
-                    return self.corrupt(format!("descriptor reuses a held slot: {e}"));
+                    let detail = format!("descriptor reuses a held slot: {e}");
+                    self.fail(detail.clone());
+                    return Err(TransportError::corrupt(detail));
                 }
-                st.held_bytes += size as u64;
-                self.consumed(&mut st, 1, desc.len());
                 drop(st);
+                self.rx.held_bytes.fetch_add(size as u64, Ordering::Relaxed);
                 Bytes::from_owner(RxSlot {
                     rx: self.rx.clone(),
                     slot,
@@ -638,20 +596,9 @@ impl Inner {
                 })
             }
         };
+        self.seg.counters.on_received(payload.len());
         self.kick_waiters();
         Ok(Some(Frame::with_header(desc.header, payload)))
-    }
-
-    /// Gives the `entries` of a frame of `len` bytes back to the producer, wakes it if it waits
-    /// for room, and counts the frame (receive counters are written only here, under the
-    /// receive lock).
-    fn consumed(&self, st: &mut RxState, entries: u64, len: usize) {
-        st.ring.advance(entries);
-        if st.ring.producer_needs_wake() {
-            self.seg.ring_peer();
-        }
-        bump(&self.seg.counters.frames_received, 1);
-        bump(&self.seg.counters.bytes_received, len as u64);
     }
 
     /// The peer's death is noticed under the transmit lock (in-flight slots reclaimed) before
@@ -708,53 +655,42 @@ impl Inner {
     }
 
     /// Tries to publish a descriptor. For a slot payload, `buf` is the lease; it is taken only
-    /// when the descriptor is published, so a failure or cancellation frees it. A published
-    /// frame is counted in the send counters (written only here, under the transmit lock).
+    /// when the descriptor is published, so a failure or cancellation frees it.
     fn try_publish(&self, header: FrameHeader, body: &mut Body) -> Result<bool> {
         if let Some(e) = self.send_blocker() {
             return Err(e);
         }
-        // The ring entries are built before taking the lock.
-        let mut conts = [[0u64; 8]; MAX_CONT];
-        let (first, n_conts, slot, len) = match body {
-            Body::Inline(b) => {
-                let desc =
-                    Descriptor::inline(header, b).ok_or(TransportError::PayloadTooLarge {
-                        len: b.len(),
-                        max: INLINE_MAX,
-                    })?;
-                let n = if b.len() > INLINE_HEAD {
-                    Descriptor::encode_continuations(b, &mut conts)
-                } else {
-                    0
-                };
-                (desc.encode(), n, None, b.len())
-            }
-            Body::Slot { buf, .. } => {
-                let Some(b) = buf else {
-                    return Err(TransportError::Closed);
-                };
-                let slot = SlotRef::from_entry(lease_token(b, &self.owner)?);
-                let desc = Descriptor::slot(header, slot, b.len() as u32);
-                (desc.encode(), 0, Some(slot), b.len())
-            }
-        };
         let mut st = lock(&self.tx.state);
         self.check_not_reclaimed(&st)?;
-        match st.ring.try_push_unit(&first, &conts[..n_conts]) {
+        let (desc, slot) = match body {
+            Body::Inline(b) => (
+                Descriptor::inline(header, b).ok_or_else(|| {
+                    TransportError::corrupt("inline payload over the inline capacity")
+                })?,
+                None,
+            ),
+            Body::Slot(buf) => {
+                let slot = SlotRef::from_entry(match buf {
+                    Some(b) => lease_token(b, &self.owner)?,
+                    None => return Err(TransportError::Closed),
+                });
+                (
+                    Descriptor::slot(header, slot, buf.as_ref().map_or(0, |b| b.len()) as u32),
+                    Some(slot),
+                )
+            }
+        };
+        match st.ring.try_push(&desc.encode()) {
             Ok(()) => {}
             Err(PushError::Full) => return Ok(false),
             Err(PushError::Corrupt(e)) => {
                 drop(st);
-                return self.corrupt(format!("transmit ring: {e}"));
-            }
-            // `inline_max` keeps every unit within half the ring.
-            Err(e @ PushError::BadUnit { .. }) => {
-                drop(st);
-                return Err(TransportError::Config(format!("transmit ring: {e}")));
+                let detail = format!("transmit ring: {e}");
+                self.fail(detail.clone());
+                return Err(TransportError::corrupt(detail));
             }
         }
-        if let (Some(slot), Body::Slot { buf, .. }) = (slot, &mut *body) {
+        if let (Some(slot), Body::Slot(buf)) = (slot, body) {
             if let Some(b) = buf.take() {
                 let _ = b.take_lease(&self.owner);
             }
@@ -763,15 +699,6 @@ impl Inner {
             }
         }
         let wake = st.ring.consumer_needs_wake();
-        let c = &self.seg.counters;
-        bump(&c.frames_sent, 1);
-        bump(&c.bytes_sent, len as u64);
-        match body {
-            Body::Slot {
-                zero_copy: true, ..
-            } => bump(&c.zero_copy_sends, 1),
-            _ => bump(&c.copied_sends, 1),
-        }
         drop(st);
         if wake {
             self.seg.ring_peer();
@@ -799,108 +726,22 @@ fn lease_token(b: &TxBuf, owner: &Arc<dyn LeaseOwner>) -> Result<u64> {
 /// A payload being sent.
 enum Body {
     /// Up to `INLINE_MAX` bytes, carried in the descriptor.
-    Inline(Payload),
-    /// A leased slot (`None` once published); `zero_copy` when the caller filled it in place.
-    Slot { buf: Option<TxBuf>, zero_copy: bool },
+    Inline(Bytes),
+    /// A leased slot; `None` once published.
+    Slot(Option<TxBuf>),
 }
 
-impl Body {
-    /// What the caller gave, back (for `TrySendError::Full`).
-    fn into_payload(self) -> Payload {
-        match self {
-            Body::Inline(p) => p,
-            Body::Slot { buf, .. } => buf.map(Payload::Buf).unwrap_or_default(),
-        }
-    }
-}
-
-impl Inner {
-    /// Converts a payload into what goes on the ring without waiting: a buffer leased from this
-    /// endpoint is sent as it is, a small payload goes inline, any other is copied into a slot
-    /// if one is free now. `Err(payload)` when no slot is free.
-    fn try_prepare(&self, payload: Payload) -> Result<Result<Body, Payload>> {
+impl ShmTransport {
+    /// Converts a payload into what goes on the ring, leasing and filling a slot when needed.
+    async fn prepare(&self, payload: Payload) -> Result<(Body, bool)> {
+        let inner = &self.inner;
         match payload {
-            Payload::Buf(b) if b.is_leased_from(&self.owner) => Ok(Ok(Body::Slot {
-                buf: Some(b),
-                zero_copy: true,
-            })),
-            p if p.len() <= self.inline_max => Ok(Ok(Body::Inline(p))),
-            p => Ok(match self.try_alloc(p.len())? {
-                Some(mut buf) => {
-                    buf.copy_from_slice(&p);
-                    Ok(Body::Slot {
-                        buf: Some(buf),
-                        zero_copy: false,
-                    })
-                }
-                None => Err(p),
-            }),
-        }
-    }
-
-    /// The waiting part of `send`: parks until the ring has room (boxed by the caller, so the
-    /// common future stays small).
-    async fn send_wait(&self, header: FrameHeader, mut body: Body) -> Result<()> {
-        self.seg.counters.send_waits.fetch_add(1, Ordering::Relaxed);
-        loop {
-            let notified = self.local.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.try_publish(header, &mut body)? {
-                self.kick_waiters();
-                return Ok(());
-            }
-            let may_sleep = lock(&self.tx.state).ring.prepare_park();
-            match may_sleep {
-                Ok(true) => self.park(notified).await,
-                Ok(false) => {}
-                Err(e) => return Err(self.fail_ring("transmit ring", e)),
-            }
-        }
-    }
-
-    /// The waiting part of `recv`: parks until a frame arrives or the session ends.
-    async fn recv_wait(&self) -> Result<Frame> {
-        self.seg.counters.recv_waits.fetch_add(1, Ordering::Relaxed);
-        loop {
-            let notified = self.local.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(f) = self.take_or_end()? {
-                return Ok(f);
-            }
-            let may_sleep = lock(&self.rx.state).ring.prepare_park();
-            match may_sleep {
-                Ok(true) => self.park(notified).await,
-                Ok(false) => {}
-                Err(e) => return Err(self.fail_ring("receive ring", e)),
-            }
-        }
-    }
-
-    /// The waiting part of `alloc`: parks until a slot of the class comes back.
-    async fn alloc_wait(&self, len: usize) -> Result<TxBuf> {
-        self.seg.counters.send_waits.fetch_add(1, Ordering::Relaxed);
-        loop {
-            let freed = self.tx.slot_freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            let notified = self.local.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(b) = self.try_alloc(len)? {
-                return Ok(b);
-            }
-            let may_sleep = lock(&self.tx.state).completions.prepare_park();
-            match may_sleep {
-                Ok(true) => {
-                    tokio::select! {
-                        _ = freed => {}
-                        _ = self.park(notified) => {}
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => return Err(self.fail_ring("completion ring", e)),
+            Payload::Buf(b) if b.is_leased_from(&inner.owner) => Ok((Body::Slot(Some(b)), true)),
+            p if p.len() <= INLINE_MAX => Ok((Body::Inline(p.into_bytes()), false)),
+            p => {
+                let mut buf = self.alloc(p.len()).await?;
+                buf.copy_from_slice(&p);
+                Ok((Body::Slot(Some(buf)), false))
             }
         }
     }
@@ -943,10 +784,10 @@ impl ShmTransport {
             }
             let may_sleep = {
                 let mut st = lock(&inner.rx.state);
-                match st.ring.is_ready() {
-                    Ok(false) => st.ring.prepare_park(),
+                match st.ring.len() {
+                    Ok(0) => st.ring.prepare_park(),
                     // Ready, or broken (the next receive reports it).
-                    Ok(true) | Err(_) => return,
+                    Ok(_) | Err(_) => return,
                 }
             };
             match may_sleep {
@@ -985,7 +826,7 @@ impl ShmTransport {
             let ended = inner.status.closed.load(Ordering::Acquire)
                 || inner.status.failed.load(Ordering::Acquire)
                 || inner.recv_end().is_some();
-            if ended && !matches!(lock(&inner.rx.state).ring.is_ready(), Ok(true)) {
+            if ended && !matches!(lock(&inner.rx.state).ring.len(), Ok(n) if n > 0) {
                 return;
             }
             notified.await;
@@ -1023,28 +864,40 @@ impl Transport for ShmTransport {
             return Err(e);
         }
         let header = frame.header;
-        let mut body = match inner.try_prepare(frame.payload)? {
-            Ok(body) => body,
-            Err(p) => {
-                let mut buf = self.alloc(len).await?;
-                buf.copy_from_slice(&p);
-                Body::Slot {
-                    buf: Some(buf),
-                    zero_copy: false,
-                }
-            }
+        let (mut body, zero_copy) = self.prepare(frame.payload).await?;
+        let sent = |inner: &Inner| {
+            inner.seg.counters.on_sent(len, zero_copy);
+            inner.kick_waiters();
         };
-        // Fast path, then a short spin, without registering as a waiter; the parking part is
-        // boxed so that this future stays small (it is moved on every call).
+        // Fast path, then a short spin, without registering as a waiter.
         if inner.try_publish(header, &mut body)?
             || inner
                 .spin(|| Ok(inner.try_publish(header, &mut body)?.then_some(())))?
                 .is_some()
         {
-            inner.kick_waiters();
+            sent(inner);
             return Ok(());
         }
-        Box::pin(inner.send_wait(header, body)).await
+        inner
+            .seg
+            .counters
+            .send_waits
+            .fetch_add(1, Ordering::Relaxed);
+        loop {
+            let notified = inner.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inner.try_publish(header, &mut body)? {
+                sent(inner);
+                return Ok(());
+            }
+            let may_sleep = lock(&inner.tx.state).ring.prepare_park();
+            match may_sleep {
+                Ok(true) => inner.park(notified).await,
+                Ok(false) => {}
+                Err(e) => return Err(inner.fail_ring("transmit ring", e)),
+            }
+        }
     }
 
     fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
@@ -1068,23 +921,36 @@ impl Transport for ShmTransport {
                 Ok(_) => {}
                 Err(e) => {
                     drop(st);
-                    return Err(inner.fail_ring("transmit ring", e).into());
+                    inner.fail(format!("transmit ring: {e}"));
+                    return Err(TransportError::corrupt(format!("transmit ring: {e}")).into());
                 }
             }
         }
         let header = frame.header;
-        let mut body = match inner.try_prepare(frame.payload)? {
-            Ok(body) => body,
-            Err(p) => return Err(TrySendError::Full(Frame::with_header(header, p))),
+        let (mut body, zero_copy) = match frame.payload {
+            Payload::Buf(b) if b.is_leased_from(&inner.owner) => (Body::Slot(Some(b)), true),
+            p if p.len() <= INLINE_MAX => (Body::Inline(p.into_bytes()), false),
+            p => match inner.try_alloc(p.len())? {
+                Some(mut buf) => {
+                    buf.copy_from_slice(&p);
+                    (Body::Slot(Some(buf)), false)
+                }
+                None => return Err(TrySendError::Full(Frame::with_header(header, p))),
+            },
         };
-        if inner.try_publish(header, &mut body)? {
-            inner.kick_waiters();
-            Ok(())
-        } else {
-            Err(TrySendError::Full(Frame::with_header(
-                header,
-                body.into_payload(),
-            )))
+        match inner.try_publish(header, &mut body)? {
+            true => {
+                inner.seg.counters.on_sent(len, zero_copy);
+                inner.kick_waiters();
+                Ok(())
+            }
+            false => {
+                let payload = match body {
+                    Body::Inline(b) => Payload::Bytes(b),
+                    Body::Slot(b) => b.map(Payload::Buf).unwrap_or_default(),
+                };
+                Err(TrySendError::Full(Frame::with_header(header, payload)))
+            }
         }
     }
 
@@ -1097,7 +963,25 @@ impl Transport for ShmTransport {
         if let Some(f) = inner.spin(|| inner.take_or_end())? {
             return Ok(f);
         }
-        Box::pin(inner.recv_wait()).await
+        inner
+            .seg
+            .counters
+            .recv_waits
+            .fetch_add(1, Ordering::Relaxed);
+        loop {
+            let notified = inner.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(f) = inner.take_or_end()? {
+                return Ok(f);
+            }
+            let may_sleep = lock(&inner.rx.state).ring.prepare_park();
+            match may_sleep {
+                Ok(true) => inner.park(notified).await,
+                Ok(false) => {}
+                Err(e) => return Err(inner.fail_ring("receive ring", e)),
+            }
+        }
     }
 
     fn try_recv(&self) -> Result<Option<Frame>> {
@@ -1112,21 +996,39 @@ impl Transport for ShmTransport {
                 max: inner.max_payload,
             });
         }
-        if len <= inner.inline_max {
-            // Small frames travel inline in the ring: a heap buffer is cheaper than a slot
-            // (no lease, no completion), and sending it copies it into the ring once.
-            if let Some(e) = inner.send_blocker() {
-                return Err(e);
-            }
-            return Ok(TxBuf::heap(len));
-        }
         if let Some(b) = inner.try_alloc(len)? {
             return Ok(b);
         }
         if let Some(b) = inner.spin(|| inner.try_alloc(len))? {
             return Ok(b);
         }
-        Box::pin(inner.alloc_wait(len)).await
+        inner
+            .seg
+            .counters
+            .send_waits
+            .fetch_add(1, Ordering::Relaxed);
+        loop {
+            let freed = inner.tx.slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let notified = inner.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(b) = inner.try_alloc(len)? {
+                return Ok(b);
+            }
+            let may_sleep = lock(&inner.tx.state).completions.prepare_park();
+            match may_sleep {
+                Ok(true) => {
+                    tokio::select! {
+                        _ = freed => {}
+                        _ = inner.park(notified) => {}
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => return Err(inner.fail_ring("completion ring", e)),
+            }
+        }
     }
 
     fn close(&self) {
@@ -1139,17 +1041,12 @@ impl Transport for ShmTransport {
         // Discard what we will never read, returning its slots to the peer.
         {
             let mut st = lock(&inner.rx.state);
-            while let Ok(Some(words)) = st.ring.peek() {
-                // Stop at anything broken: there is nothing to return past it.
-                let Ok(desc) = Descriptor::decode(&words, inner.seg.seg.layout().geometry()) else {
-                    break;
-                };
-                let entries = 1 + desc.continuations() as u64;
-                if entries > st.ring.capacity() {
-                    break;
-                }
-                st.ring.advance(entries);
-                if let DescPayload::Slot { slot, .. } = desc.payload {
+            while let Ok(Some(words)) = st.ring.try_pop() {
+                if let Ok(Descriptor {
+                    payload: DescPayload::Slot { slot, .. },
+                    ..
+                }) = Descriptor::decode(&words, inner.seg.seg.layout().geometry())
+                {
                     if st.held.insert(slot).is_ok() {
                         inner.rx.give_back(&mut st, slot);
                     }
@@ -1178,19 +1075,20 @@ impl Transport for ShmTransport {
             let q = inner.queued_tx(&mut st);
             (q, st.pool.occupancy())
         };
-        let (rx_queued, held, held_bytes) = {
+        let (rx_queued, held) = {
             let mut st = lock(&inner.rx.state);
             let queued = if inner.status.closed.load(Ordering::Acquire) {
                 0
             } else {
                 st.ring.len().unwrap_or(0)
             };
-            (queued, st.held.held(), st.held_bytes)
+            (queued, st.held.held())
         };
         Stats {
             tx_queued_frames: tx_queued,
             rx_queued_frames: rx_queued,
-            buffer_bytes_in_use: pool.bytes_in_use as u64 + held_bytes,
+            buffer_bytes_in_use: pool.bytes_in_use as u64
+                + inner.rx.held_bytes.load(Ordering::Relaxed),
             slots_in_use: (pool.slots_in_use + held) as u64,
             ..inner.seg.counters.snapshot()
         }
