@@ -37,6 +37,10 @@ pub struct Capabilities {
     pub boundaries: Vec<usize>,
     /// Whether `alloc` buffers are sent without a copy (`Stats::zero_copy_sends` counts them).
     pub zero_copy: bool,
+    /// `alloc` buffers of at most this many bytes may be sent by copy even when `zero_copy` is
+    /// set (a backend that carries small payloads inline, where a copy is cheaper than a
+    /// buffer reference); 0 when every `alloc` buffer is zero-copy.
+    pub copies_up_to: usize,
     /// Whether [`Backend::listen`]/[`Backend::connect`] work across processes.
     pub cross_process: bool,
     /// Upper bound, in bytes, of `Stats::buffer_bytes_in_use` on one endpoint of a pair made with

@@ -476,6 +476,7 @@ pub mod conformance {
             Capabilities {
                 boundaries: vec![SMALL.capacity_bytes],
                 zero_copy: true,
+                copies_up_to: 0,
                 cross_process: false,
                 // One direction holds at most `capacity_bytes`, or one frame of any size
                 // when it was admitted into an empty queue.

@@ -2,7 +2,7 @@
 
 use crate::hub::{HubConfig, HubHost, HubPeer};
 use crate::layout::{Geometry, SlotClass};
-use crate::{INLINE_MAX, ShmConfig, ShmListener, ShmTransport};
+use crate::{INLINE_HEAD, INLINE_MAX, ShmConfig, ShmListener, ShmTransport};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,12 +69,14 @@ impl Backend for ShmBackend {
 
     fn capabilities(&self) -> Capabilities {
         let g = Geometry::default();
-        let mut boundaries = vec![INLINE_MAX];
+        let mut boundaries = vec![INLINE_HEAD, INLINE_MAX];
         boundaries.extend(g.classes.iter().map(|c| c.slot_size as usize));
         let small = small_geometry();
         Capabilities {
             boundaries,
             zero_copy: true,
+            // Small payloads travel inline in the ring (`alloc` hands out heap buffers for them).
+            copies_up_to: INLINE_MAX,
             cross_process: true,
             // Each endpoint holds at most its own pool (every slot of its direction) plus the
             // peer's slots it received; both are bounded by one direction's payload memory.

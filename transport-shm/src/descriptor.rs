@@ -4,10 +4,19 @@
 //!
 //! ```text
 //! w0..w3  frame header: the 32 bytes of `FrameHeader::to_bytes`
-//! w4      payload len (bits 0..32) | kind (32..40) | class (40..48) | reserved, zero (48..64)
+//! w4      payload len (bits 0..32) | kind (32..40) | class (40..48) | ring stamp (48..64)
 //! w5      slot index (0..32) | generation (32..64)   — zero for inline payloads
-//! w6..w7  inline payload bytes (kind 0, up to 16 bytes)
+//! w6..w7  inline payload bytes (kind 0: the first 16 bytes)
 //! ```
+//!
+//! The top 16 bits of w4 belong to the ring ([`crate::ring::STAMP_WORD`]): it writes the lap
+//! stamp there and clears it before the words reach [`Descriptor::decode`].
+//!
+//! An inline payload longer than [`INLINE_HEAD`] continues in up to [`MAX_CONT`] *continuation
+//! entries* that follow the descriptor in the ring and are published with it as one unit. Each
+//! carries [`CONT_BYTES`] bytes in words 0..3 and 5..7 (word 4 is the ring's stamp word):
+//! small frames are copied through the ring itself, with no slot, no completion and no
+//! reference to return.
 //!
 //! [`Descriptor::decode`] validates every field against the **local** geometry and returns a
 //! typed [`DescriptorError`] for anything out of range: it never panics whatever the words hold
@@ -17,8 +26,22 @@ use transport_api::FrameHeader;
 
 use crate::layout::Geometry;
 
-/// Largest payload carried inline in a descriptor.
-pub const INLINE_MAX: usize = 16;
+/// Payload bytes carried in the descriptor entry itself (words 6 and 7).
+pub const INLINE_HEAD: usize = 16;
+/// Payload bytes carried by one continuation entry (seven words; word 4 is the ring's).
+pub const CONT_BYTES: usize = 56;
+/// Most continuation entries an inline payload may use.
+pub const MAX_CONT: usize = 4;
+/// Largest payload carried inline in the ring (descriptor plus continuations). A session uses
+/// less when its ring is small (at most half the ring per frame).
+pub const INLINE_MAX: usize = INLINE_HEAD + MAX_CONT * CONT_BYTES;
+/// Words of a continuation entry that carry payload, in order.
+const CONT_WORDS: [usize; 7] = [0, 1, 2, 3, 5, 6, 7];
+
+/// Continuation entries an inline payload of `len` bytes needs.
+pub const fn continuations(len: usize) -> usize {
+    len.saturating_sub(INLINE_HEAD).div_ceil(CONT_BYTES)
+}
 /// Descriptor kind: payload inline in words 6 and 7.
 pub const KIND_INLINE: u8 = 0;
 /// Descriptor kind: payload in a slot of the sender's pool.
@@ -60,12 +83,13 @@ impl SlotRef {
 /// Where a descriptor's payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DescPayload {
-    /// Up to [`INLINE_MAX`] bytes in the descriptor itself; bytes past `len` are zero.
+    /// Up to [`INLINE_MAX`] bytes in the ring: the first [`INLINE_HEAD`] in the descriptor,
+    /// the rest in [`continuations`]`(len)` entries after it.
     Inline {
         /// Number of payload bytes.
         len: u8,
-        /// The bytes.
-        data: [u8; INLINE_MAX],
+        /// The first `min(len, INLINE_HEAD)` bytes; the rest of the array is zero.
+        data: [u8; INLINE_HEAD],
     },
     /// `len` bytes at the start of a slot.
     Slot {
@@ -139,13 +163,15 @@ pub enum DescriptorError {
 }
 
 impl Descriptor {
-    /// An inline descriptor, or `None` when `bytes` is longer than [`INLINE_MAX`].
+    /// An inline descriptor, or `None` when `bytes` is longer than [`INLINE_MAX`]. Bytes
+    /// after the first [`INLINE_HEAD`] go in continuation entries ([`Descriptor::encode_unit`]).
     pub fn inline(header: FrameHeader, bytes: &[u8]) -> Option<Descriptor> {
         if bytes.len() > INLINE_MAX {
             return None;
         }
-        let mut data = [0u8; INLINE_MAX];
-        data[..bytes.len()].copy_from_slice(bytes);
+        let mut data = [0u8; INLINE_HEAD];
+        let head = bytes.len().min(INLINE_HEAD);
+        data[..head].copy_from_slice(&bytes[..head]);
         Some(Descriptor {
             header,
             payload: DescPayload::Inline {
@@ -176,11 +202,52 @@ impl Descriptor {
         self.len() == 0
     }
 
-    /// The inline payload bytes, `None` for a slot descriptor.
-    pub fn inline_bytes(&self) -> Option<&[u8]> {
+    /// The inline payload bytes carried by the descriptor entry (all of them when the length
+    /// is at most [`INLINE_HEAD`]), `None` for a slot descriptor.
+    pub fn inline_head(&self) -> Option<&[u8]> {
         match &self.payload {
-            DescPayload::Inline { len, data } => data.get(..usize::from(*len)),
+            DescPayload::Inline { len, data } => data.get(..usize::from(*len).min(INLINE_HEAD)),
             DescPayload::Slot { .. } => None,
+        }
+    }
+
+    /// Continuation entries that follow this descriptor in the ring (0 for slot payloads).
+    pub fn continuations(&self) -> usize {
+        match self.payload {
+            DescPayload::Inline { len, .. } => continuations(usize::from(len)),
+            DescPayload::Slot { .. } => 0,
+        }
+    }
+
+    /// Fills `out` with the continuation entries of an inline payload `bytes` (the bytes after
+    /// the first [`INLINE_HEAD`]) and returns how many it used (at most [`MAX_CONT`]; bytes
+    /// beyond [`INLINE_MAX`] are not encoded).
+    pub fn encode_continuations(bytes: &[u8], out: &mut [[u64; 8]; MAX_CONT]) -> usize {
+        let rest = bytes.get(INLINE_HEAD..).unwrap_or(&[]);
+        let mut n = 0;
+        for (entry, chunk) in out.iter_mut().zip(rest.chunks(CONT_BYTES)) {
+            for (&w, part) in CONT_WORDS.iter().zip(chunk.chunks(8)) {
+                let mut b = [0u8; 8];
+                b[..part.len()].copy_from_slice(part);
+                entry[w] = u64::from_le_bytes(b);
+            }
+            entry[4] = 0;
+            n += 1;
+        }
+        n
+    }
+
+    /// Appends the payload bytes of one continuation entry to `out`, at most `want` of them.
+    pub fn read_continuation(entry: &[u64; 8], want: usize, out: &mut Vec<u8>) {
+        let mut left = want.min(CONT_BYTES);
+        for &w in &CONT_WORDS {
+            if left == 0 {
+                break;
+            }
+            let b = entry[w].to_le_bytes();
+            let n = left.min(8);
+            out.extend_from_slice(&b[..n]);
+            left -= n;
         }
     }
 
@@ -199,7 +266,7 @@ impl Descriptor {
                 let mut lo = [0u8; 8];
                 let mut hi = [0u8; 8];
                 lo.copy_from_slice(&data[..8]);
-                hi.copy_from_slice(&data[8..]);
+                hi.copy_from_slice(&data[8..INLINE_HEAD]);
                 w[6] = u64::from_le_bytes(lo);
                 w[7] = u64::from_le_bytes(hi);
             }
@@ -245,11 +312,11 @@ impl Descriptor {
                 if len as usize > INLINE_MAX {
                     return Err(DescriptorError::InlineTooLong { len });
                 }
-                let mut all = [0u8; INLINE_MAX];
+                let mut all = [0u8; INLINE_HEAD];
                 all[..8].copy_from_slice(&w[6].to_le_bytes());
                 all[8..].copy_from_slice(&w[7].to_le_bytes());
-                let mut data = [0u8; INLINE_MAX];
-                let n = len as usize;
+                let mut data = [0u8; INLINE_HEAD];
+                let n = (len as usize).min(INLINE_HEAD);
                 data[..n].copy_from_slice(&all[..n]);
                 Ok(Descriptor {
                     header,
@@ -325,10 +392,36 @@ mod tests {
         assert_eq!(w[3].to_le_bytes(), hb[24..32]);
         let back = Descriptor::decode(&w, &g).unwrap();
         assert_eq!(back, d);
-        assert_eq!(back.inline_bytes().unwrap(), b"hello, world!");
-        assert!(Descriptor::inline(header(), &[0; 17]).is_none());
+        assert_eq!(back.inline_head().unwrap(), b"hello, world!");
+        assert_eq!(back.continuations(), 0);
+        assert!(Descriptor::inline(header(), &[0; INLINE_MAX + 1]).is_none());
         let empty = Descriptor::inline(header(), &[]).unwrap();
         assert!(Descriptor::decode(&empty.encode(), &g).unwrap().is_empty());
+    }
+
+    #[test]
+    fn inline_units_round_trip_at_every_length() {
+        let g = Geometry::default();
+        let payload: Vec<u8> = (0..INLINE_MAX).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..=INLINE_MAX {
+            let bytes = &payload[..len];
+            let d = Descriptor::inline(header(), bytes).unwrap();
+            let first = d.encode();
+            let mut conts = [[u64::MAX; 8]; MAX_CONT];
+            let n = Descriptor::encode_continuations(bytes, &mut conts);
+            assert_eq!(n, continuations(len), "len {len}");
+            // Word 4 of every entry stays free for the ring's stamp.
+            assert_eq!(first[4] >> 48, 0);
+            assert!(conts[..n].iter().all(|e| e[4] == 0));
+            let back = Descriptor::decode(&first, &g).unwrap();
+            assert_eq!(back.len(), len);
+            assert_eq!(back.continuations(), n);
+            let mut out = back.inline_head().unwrap().to_vec();
+            for (k, e) in conts[..n].iter().enumerate() {
+                Descriptor::read_continuation(e, len - INLINE_HEAD - k * CONT_BYTES, &mut out);
+            }
+            assert_eq!(out, bytes, "len {len}");
+        }
     }
 
     #[test]
@@ -342,7 +435,8 @@ mod tests {
         let d = Descriptor::slot(header(), slot, 1 << 20);
         assert_eq!(Descriptor::decode(&d.encode(), &g).unwrap(), d);
         assert_eq!(d.len(), 1 << 20);
-        assert_eq!(d.inline_bytes(), None);
+        assert_eq!(d.inline_head(), None);
+        assert_eq!(d.continuations(), 0);
     }
 
     #[test]
@@ -376,7 +470,12 @@ mod tests {
         };
         let slot_w4 = |len: u64, class: u64| len | (1 << 32) | (class << 40);
         let cases = [
-            (with(4, 17), DescriptorError::InlineTooLong { len: 17 }),
+            (
+                with(4, INLINE_MAX as u64 + 1),
+                DescriptorError::InlineTooLong {
+                    len: INLINE_MAX as u32 + 1,
+                },
+            ),
             (
                 with(4, u64::from(u32::MAX)),
                 DescriptorError::InlineTooLong { len: u32::MAX },
@@ -468,7 +567,7 @@ mod tests {
             }
             let r = Descriptor::decode(&w, &g);
             let valid = match kind {
-                0 => len <= 16 && class == 0,
+                0 => len <= INLINE_MAX as u64 && class == 0,
                 1 => (class as usize) < g.classes.len()
                     && index < u64::from(g.classes[class as usize].slot_count)
                     && len <= u64::from(g.classes[class as usize].slot_size),

@@ -266,12 +266,14 @@ pub struct Geometry {
 }
 
 impl Default for Geometry {
-    /// 256 descriptors per direction; classes 256 B × 256, 4 KiB × 64, 64 KiB × 16 and
-    /// 1 MiB × 4 (about 5.1 MiB of payload memory per direction, touched lazily). The largest
-    /// payload is therefore 1 MiB; payloads of up to 16 bytes travel inline in the descriptor.
+    /// 1024 ring entries per direction (64 KiB); classes 256 B × 256, 4 KiB × 64, 64 KiB × 16
+    /// and 1 MiB × 4 (about 5.1 MiB of payload memory per direction, touched lazily). The
+    /// largest payload is therefore 1 MiB; payloads of up to 240 bytes travel inline in the
+    /// ring (a descriptor plus up to four continuation entries), so at least 204 such frames
+    /// and up to 1024 frames of at most 16 bytes fit in flight.
     fn default() -> Self {
         Geometry {
-            ring_capacity: 256,
+            ring_capacity: 1024,
             classes: vec![
                 SlotClass {
                     slot_size: 256,
@@ -862,7 +864,7 @@ mod tests {
         for w in &h[..16] {
             w.store(0, Ordering::Relaxed);
         }
-        assert_eq!(attached.ring_capacity(), 256);
+        assert_eq!(attached.ring_capacity(), 1024);
         assert_eq!(attached, l);
     }
 }

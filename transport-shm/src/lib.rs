@@ -44,7 +44,7 @@ mod loom_tests;
 
 #[cfg(not(loom))]
 pub use allocator::ShmAllocator;
-pub use descriptor::{DescPayload, Descriptor, DescriptorError, INLINE_MAX, SlotRef};
+pub use descriptor::{DescPayload, Descriptor, DescriptorError, INLINE_HEAD, INLINE_MAX, SlotRef};
 #[cfg(not(loom))]
 pub use hub::{HubConfig, HubFactory, HubHost, HubPeer, PeerId, PeerInfo, PeerState};
 pub use layout::{Direction, Geometry, Layout, LayoutError, Side, SlotClass};

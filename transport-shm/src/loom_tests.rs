@@ -21,8 +21,8 @@ fn region(capacity: u32, w: usize) -> Arc<[AtomicU64]> {
         .collect()
 }
 
-fn push_spin<S: std::ops::Deref<Target = [AtomicU64]>, const W: usize>(
-    p: &mut Producer<S, W>,
+fn push_spin<S: std::ops::Deref<Target = [AtomicU64]>, const W: usize, const ST: bool>(
+    p: &mut Producer<S, W, ST>,
     e: &[u64; W],
 ) {
     loop {
@@ -34,8 +34,8 @@ fn push_spin<S: std::ops::Deref<Target = [AtomicU64]>, const W: usize>(
     }
 }
 
-fn pop_spin<S: std::ops::Deref<Target = [AtomicU64]>, const W: usize>(
-    c: &mut Consumer<S, W>,
+fn pop_spin<S: std::ops::Deref<Target = [AtomicU64]>, const W: usize, const ST: bool>(
+    c: &mut Consumer<S, W, ST>,
 ) -> [u64; W] {
     loop {
         match c.try_pop() {
@@ -125,7 +125,7 @@ fn loom_producer_waits_for_space_no_lost_wakeup() {
         let slept = match p.try_push(&[2]) {
             Ok(()) => false,
             Err(PushError::Full) => {
-                if p.prepare_park().unwrap() {
+                if p.prepare_park(1).unwrap() {
                     true
                 } else {
                     p.try_push(&[2]).unwrap();
@@ -146,6 +146,50 @@ fn loom_producer_waits_for_space_no_lost_wakeup() {
     });
 }
 
+/// A producer waiting to push a unit of 2 entries into a full ring of 2 while the consumer
+/// frees one entry at a time: when the re-check says "do not sleep", the unit fits (no retry
+/// loop), and when the producer sleeps, one of the consumer's pops sees its flag.
+#[test]
+fn loom_producer_waits_for_a_whole_unit() {
+    loom::model(|| {
+        let r = region(2, 5);
+        let mut p = Producer::<_, 5, true>::attach(r.clone(), 2).unwrap();
+        let mut c = Consumer::<_, 5, true>::attach(r, 2).unwrap();
+        p.try_push(&[1; 5]).unwrap();
+        p.try_push(&[2; 5]).unwrap();
+        let t = thread::spawn(move || {
+            let mut woken = false;
+            for i in 1..=2u64 {
+                assert_eq!(c.try_pop().unwrap(), Some([i; 5]));
+                woken |= c.producer_needs_wake();
+            }
+            woken
+        });
+        let unit = ([3; 5], [[4; 5]]);
+        let slept = match p.try_push_unit(&unit.0, &unit.1) {
+            Ok(()) => false,
+            Err(PushError::Full) => {
+                if p.prepare_park(2).unwrap() {
+                    true
+                } else {
+                    p.try_push_unit(&unit.0, &unit.1).unwrap();
+                    false
+                }
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let woken = t.join().unwrap();
+        if slept {
+            assert!(
+                woken,
+                "lost wake-up: the producer sleeps, no pop saw its flag"
+            );
+            p.unpark();
+            p.try_push_unit(&unit.0, &unit.1).unwrap();
+        }
+    });
+}
+
 /// A slot travels sender → receiver in a descriptor and comes back through the completion
 /// ring; the receiver (buggy) returns it twice. The sender accepts exactly one completion,
 /// rejects the duplicate, and reuses the slot with a new generation.
@@ -161,8 +205,8 @@ fn loom_completion_round_trip_with_generation_checks() {
         };
         let desc = region(2, 8);
         let comp = region(2, 1);
-        let mut tx = Producer::<_, 8>::attach(desc.clone(), 2).unwrap();
-        let mut rx = Consumer::<_, 8>::attach(desc, 2).unwrap();
+        let mut tx = Producer::<_, 8, true>::attach(desc.clone(), 2).unwrap();
+        let mut rx = Consumer::<_, 8, true>::attach(desc, 2).unwrap();
         let mut ctx = Producer::<_, 1>::attach(comp.clone(), 2).unwrap();
         let mut crx = Consumer::<_, 1>::attach(comp, 2).unwrap();
 
@@ -210,5 +254,86 @@ fn loom_completion_round_trip_with_generation_checks() {
             Err(PoolError::StaleGeneration { .. })
         ));
         receiver.join().unwrap();
+    });
+}
+
+/// Stamped ring (the descriptor rings): capacity 4, units of one and two entries, across the
+/// wrap-around. The consumer learns of a unit from its first entry's stamp only (it never reads
+/// the head), and must see every word of the unit, continuation included, and never a stale
+/// entry from the previous lap.
+#[test]
+fn loom_stamped_units_wraparound_no_stale_entry() {
+    loom::model(|| {
+        let r = region(4, 5);
+        let mut p = Producer::<_, 5, true>::attach(r.clone(), 4).unwrap();
+        let mut c = Consumer::<_, 5, true>::attach(r, 4).unwrap();
+        let t = thread::spawn(move || {
+            // Units of 2, 1, 2 entries: 5 entries through a ring of 4.
+            for i in 1..=3u64 {
+                let first = [i, i, i, i, i];
+                let cont = [[i * 10, i * 10, i * 10, i * 10, i * 10]];
+                let rest: &[[u64; 5]] = if i == 2 { &[] } else { &cont };
+                loop {
+                    match p.try_push_unit(&first, rest) {
+                        Ok(()) => break,
+                        Err(PushError::Full) => thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        });
+        for i in 1..=3u64 {
+            let first = loop {
+                match c.peek().unwrap() {
+                    Some(e) => break e,
+                    None => thread::yield_now(),
+                }
+            };
+            // Word 4 is the stamp word: its value bits come back, the stamp is cleared.
+            assert_eq!(first, [i, i, i, i, i]);
+            if i == 2 {
+                c.advance(1);
+            } else {
+                assert_eq!(c.read(1), [i * 10; 5]);
+                c.advance(2);
+            }
+        }
+        assert_eq!(c.peek().unwrap(), None);
+        t.join().unwrap();
+    });
+}
+
+/// Parking on a stamped ring: the consumer re-checks the stamp after announcing that it parks,
+/// the producer checks the flag after writing the stamp; one of them must see the other.
+#[test]
+fn loom_stamped_park_wake_no_lost_wakeup() {
+    loom::model(|| {
+        let r = region(2, 5);
+        let mut p = Producer::<_, 5, true>::attach(r.clone(), 2).unwrap();
+        let mut c = Consumer::<_, 5, true>::attach(r, 2).unwrap();
+        let t = thread::spawn(move || {
+            p.try_push(&[7; 5]).unwrap();
+            p.consumer_needs_wake()
+        });
+        let slept = match c.try_pop().unwrap() {
+            Some(e) => {
+                assert_eq!(e, [7; 5]);
+                false
+            }
+            None => {
+                if c.prepare_park().unwrap() {
+                    true
+                } else {
+                    assert_eq!(c.try_pop().unwrap(), Some([7; 5]));
+                    false
+                }
+            }
+        };
+        let woken = t.join().unwrap();
+        if slept {
+            assert!(woken, "lost wake-up on the stamped ring");
+            c.unpark();
+            assert_eq!(c.try_pop().unwrap(), Some([7; 5]));
+        }
     });
 }

@@ -301,7 +301,7 @@ mod tests {
             // Receiver, through its own mapping.
             let first = Descriptor::decode(&rx.try_pop().unwrap().unwrap(), &geometry).unwrap();
             assert_eq!(first.header.msg_id, round);
-            assert_eq!(first.inline_bytes().unwrap(), b"tiny");
+            assert_eq!(first.inline_head().unwrap(), b"tiny");
             let second = Descriptor::decode(&rx.try_pop().unwrap().unwrap(), &geometry).unwrap();
             let DescPayload::Slot { slot: got, len } = second.payload else {
                 panic!("expected a slot descriptor, got {second:?}");

@@ -10,7 +10,9 @@
 //! The peer writes that eventfd only when the flag is set, so busy peers make no system calls.
 //! Peer liveness comes from the session socket, watched by one small task per session.
 
-use crate::descriptor::{DescPayload, Descriptor, INLINE_MAX, SlotRef};
+use crate::descriptor::{
+    CONT_BYTES, DescPayload, Descriptor, INLINE_HEAD, INLINE_MAX, MAX_CONT, SlotRef, continuations,
+};
 use crate::layout::{Direction, Side};
 use crate::mapping::SharedWords as Words;
 use crate::pool::{HeldSet, SenderPool};
@@ -31,6 +33,13 @@ use transport_api::{
 /// Message bytes on the session socket.
 pub(crate) const MSG_READY: u8 = b'R';
 pub(crate) const MSG_CLOSE: u8 = b'C';
+
+/// Adds `n` to a counter whose writers are serialised by a lock they all hold: a plain load and
+/// store instead of a locked read-modify-write, which is most of the cost of counting on the hot
+/// path. Readers (`stats`) see the value as of some recent update.
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Critical sections only move ring indices and pool bookkeeping that is consistent at every
@@ -133,13 +142,14 @@ struct RxState {
     ring: DescConsumer<Words>,
     completions: CompletionProducer<Words>,
     held: HeldSet,
+    /// Bytes of the slots in `held` (received payloads not dropped yet).
+    held_bytes: u64,
 }
 
 /// Receive side.
 struct RxShared {
     seg: Arc<Link>,
     state: Mutex<RxState>,
-    held_bytes: AtomicU64,
 }
 
 impl RxShared {
@@ -155,7 +165,7 @@ impl RxShared {
             // The ring holds every slot of the direction, so it can only be full if the peer
             // stopped draining it while also publishing more slots than exist: it is broken or
             // gone, and the slot is simply not returned.
-            Err(PushError::Full | PushError::Corrupt(_)) => {
+            Err(PushError::Full | PushError::Corrupt(_) | PushError::BadUnit { .. }) => {
                 tracing::debug!(
                     backend = "shm",
                     ?slot,
@@ -193,10 +203,8 @@ impl AsRef<[u8]> for RxSlot {
 
 impl Drop for RxSlot {
     fn drop(&mut self) {
-        self.rx
-            .held_bytes
-            .fetch_sub(self.size as u64, Ordering::Relaxed);
         let mut st = lock(&self.rx.state);
+        st.held_bytes = st.held_bytes.saturating_sub(self.size as u64);
         self.rx.give_back(&mut st, self.slot);
     }
 }
@@ -224,6 +232,15 @@ struct Inner {
     status: Status,
     spin: Duration,
     max_payload: usize,
+    /// Largest payload sent inline in the ring (see [`inline_max`]).
+    inline_max: usize,
+}
+
+/// Largest payload this end sends inline through a ring of `capacity` entries: a frame takes at
+/// most half the ring, so a sender never waits for more room than a ring can free at once.
+fn inline_max(capacity: u32) -> usize {
+    let entries = (capacity as usize / 2).max(1);
+    INLINE_HEAD + (entries - 1).min(MAX_CONT) * CONT_BYTES
 }
 
 /// One endpoint of a shared-memory pair session. `Send + Sync`; share it with `Arc` between
@@ -268,8 +285,10 @@ impl ShmTransport {
                 .completion_producer(rxd)
                 .map_err(corrupt("return ring"))?,
             held: HeldSet::new(p.seg.layout().geometry()),
+            held_bytes: 0,
         };
         p.seg.mark_attached(p.side, crate::os::current_pid());
+        let ring_capacity = p.seg.layout().ring_capacity();
         let link = Arc::new(Link {
             seg: p.seg,
             side: p.side,
@@ -286,7 +305,6 @@ impl ShmTransport {
         let rx = Arc::new(RxShared {
             seg: link.clone(),
             state: Mutex::new(rx_state),
-            held_bytes: AtomicU64::new(0),
         });
         let inner = Arc::new(Inner {
             seg: link,
@@ -299,6 +317,7 @@ impl ShmTransport {
             status: Status::default(),
             spin: p.spin,
             max_payload,
+            inline_max: inline_max(ring_capacity),
         });
         let sock = p.sock;
         // The peer's process, from the kernel (SO_PEERCRED), is a second death signal: it also
@@ -538,6 +557,12 @@ impl Inner {
         }
     }
 
+    /// Marks the session corrupt with `detail` and returns that error.
+    fn corrupt<T>(&self, detail: String) -> Result<T> {
+        self.fail(detail.clone());
+        Err(TransportError::corrupt(detail))
+    }
+
     fn try_take(&self) -> Result<Option<Frame>> {
         if self.status.closed.load(Ordering::Acquire) {
             return Err(TransportError::Closed);
@@ -546,47 +571,64 @@ impl Inner {
             return Err(e);
         }
         let mut st = lock(&self.rx.state);
-        let words = match st.ring.try_pop() {
+        let words = match st.ring.peek() {
             Ok(Some(w)) => w,
             Ok(None) => return Ok(None),
             Err(e) => {
                 drop(st);
-                let detail = format!("receive ring: {e}");
-                self.fail(detail.clone());
-                return Err(TransportError::corrupt(detail));
+                return self.corrupt(format!("receive ring: {e}"));
             }
         };
-        if st.ring.producer_needs_wake() {
-            self.seg.ring_peer();
-        }
         let desc = match Descriptor::decode(&words, self.seg.seg.layout().geometry()) {
             Ok(d) => d,
             Err(e) => {
                 drop(st);
-                let detail = format!("descriptor: {e}");
-                self.fail(detail.clone());
-                return Err(TransportError::corrupt(detail));
+                return self.corrupt(format!("descriptor: {e}"));
             }
         };
         let payload = match desc.payload {
             DescPayload::Inline { .. } => {
-                Bytes::copy_from_slice(desc.inline_bytes().unwrap_or(&[]))
+                let conts = desc.continuations();
+                let capacity = st.ring.capacity();
+                if conts as u64 >= capacity {
+                    drop(st);
+                    return self.corrupt(format!(
+                        "an inline payload of {} bytes needs {} ring entries, the ring holds {capacity}",
+                        desc.len(),
+                        1 + conts
+                    ));
+                }
+                // Copied out before its entries are given back.
+                let head = desc.inline_head().unwrap_or(&[]);
+                let bytes = if conts == 0 {
+                    Bytes::copy_from_slice(head)
+                } else {
+                    let mut v = Vec::with_capacity(desc.len());
+                    v.extend_from_slice(head);
+                    for k in 0..conts {
+                        let want = desc.len() - INLINE_HEAD - k * CONT_BYTES;
+                        Descriptor::read_continuation(&st.ring.read(1 + k as u64), want, &mut v);
+                    }
+                    Bytes::from(v)
+                };
+                self.consumed(&mut st, 1 + conts as u64, desc.len());
+                drop(st);
+                bytes
             }
             DescPayload::Slot { slot, len } => {
                 let Some((ptr, size)) = self.seg.slot_ptr(self.seg.side.rx(), slot) else {
                     drop(st);
-                    let detail = format!("descriptor names slot {slot:?} outside the segment");
-                    self.fail(detail.clone());
-                    return Err(TransportError::corrupt(detail));
+                    return self.corrupt(format!(
+                        "descriptor names slot {slot:?} outside the segment"
+                    ));
                 };
                 if let Err(e) = st.held.insert(slot) {
                     drop(st);
-                    let detail = format!("descriptor reuses a held slot: {e}");
-                    self.fail(detail.clone());
-                    return Err(TransportError::corrupt(detail));
+                    return self.corrupt(format!("descriptor reuses a held slot: {e}"));
                 }
+                st.held_bytes += size as u64;
+                self.consumed(&mut st, 1, desc.len());
                 drop(st);
-                self.rx.held_bytes.fetch_add(size as u64, Ordering::Relaxed);
                 Bytes::from_owner(RxSlot {
                     rx: self.rx.clone(),
                     slot,
@@ -596,9 +638,20 @@ impl Inner {
                 })
             }
         };
-        self.seg.counters.on_received(payload.len());
         self.kick_waiters();
         Ok(Some(Frame::with_header(desc.header, payload)))
+    }
+
+    /// Gives the `entries` of a frame of `len` bytes back to the producer, wakes it if it waits
+    /// for room, and counts the frame (receive counters are written only here, under the
+    /// receive lock).
+    fn consumed(&self, st: &mut RxState, entries: u64, len: usize) {
+        st.ring.advance(entries);
+        if st.ring.producer_needs_wake() {
+            self.seg.ring_peer();
+        }
+        bump(&self.seg.counters.frames_received, 1);
+        bump(&self.seg.counters.bytes_received, len as u64);
     }
 
     /// The peer's death is noticed under the transmit lock (in-flight slots reclaimed) before
@@ -655,42 +708,53 @@ impl Inner {
     }
 
     /// Tries to publish a descriptor. For a slot payload, `buf` is the lease; it is taken only
-    /// when the descriptor is published, so a failure or cancellation frees it.
+    /// when the descriptor is published, so a failure or cancellation frees it. A published
+    /// frame is counted in the send counters (written only here, under the transmit lock).
     fn try_publish(&self, header: FrameHeader, body: &mut Body) -> Result<bool> {
         if let Some(e) = self.send_blocker() {
             return Err(e);
         }
-        let mut st = lock(&self.tx.state);
-        self.check_not_reclaimed(&st)?;
-        let (desc, slot) = match body {
-            Body::Inline(b) => (
-                Descriptor::inline(header, b).ok_or_else(|| {
-                    TransportError::corrupt("inline payload over the inline capacity")
-                })?,
-                None,
-            ),
-            Body::Slot(buf) => {
-                let slot = SlotRef::from_entry(match buf {
-                    Some(b) => lease_token(b, &self.owner)?,
-                    None => return Err(TransportError::Closed),
-                });
-                (
-                    Descriptor::slot(header, slot, buf.as_ref().map_or(0, |b| b.len()) as u32),
-                    Some(slot),
-                )
+        // The ring entries are built before taking the lock.
+        let mut conts = [[0u64; 8]; MAX_CONT];
+        let (first, n_conts, slot, len) = match body {
+            Body::Inline(b) => {
+                let desc =
+                    Descriptor::inline(header, b).ok_or(TransportError::PayloadTooLarge {
+                        len: b.len(),
+                        max: INLINE_MAX,
+                    })?;
+                let n = if b.len() > INLINE_HEAD {
+                    Descriptor::encode_continuations(b, &mut conts)
+                } else {
+                    0
+                };
+                (desc.encode(), n, None, b.len())
+            }
+            Body::Slot { buf, .. } => {
+                let Some(b) = buf else {
+                    return Err(TransportError::Closed);
+                };
+                let slot = SlotRef::from_entry(lease_token(b, &self.owner)?);
+                let desc = Descriptor::slot(header, slot, b.len() as u32);
+                (desc.encode(), 0, Some(slot), b.len())
             }
         };
-        match st.ring.try_push(&desc.encode()) {
+        let mut st = lock(&self.tx.state);
+        self.check_not_reclaimed(&st)?;
+        match st.ring.try_push_unit(&first, &conts[..n_conts]) {
             Ok(()) => {}
             Err(PushError::Full) => return Ok(false),
             Err(PushError::Corrupt(e)) => {
                 drop(st);
-                let detail = format!("transmit ring: {e}");
-                self.fail(detail.clone());
-                return Err(TransportError::corrupt(detail));
+                return self.corrupt(format!("transmit ring: {e}"));
+            }
+            // `inline_max` keeps every unit within half the ring.
+            Err(e @ PushError::BadUnit { .. }) => {
+                drop(st);
+                return Err(TransportError::Config(format!("transmit ring: {e}")));
             }
         }
-        if let (Some(slot), Body::Slot(buf)) = (slot, body) {
+        if let (Some(slot), Body::Slot { buf, .. }) = (slot, &mut *body) {
             if let Some(b) = buf.take() {
                 let _ = b.take_lease(&self.owner);
             }
@@ -699,6 +763,15 @@ impl Inner {
             }
         }
         let wake = st.ring.consumer_needs_wake();
+        let c = &self.seg.counters;
+        bump(&c.frames_sent, 1);
+        bump(&c.bytes_sent, len as u64);
+        match body {
+            Body::Slot {
+                zero_copy: true, ..
+            } => bump(&c.zero_copy_sends, 1),
+            _ => bump(&c.copied_sends, 1),
+        }
         drop(st);
         if wake {
             self.seg.ring_peer();
@@ -726,22 +799,116 @@ fn lease_token(b: &TxBuf, owner: &Arc<dyn LeaseOwner>) -> Result<u64> {
 /// A payload being sent.
 enum Body {
     /// Up to `INLINE_MAX` bytes, carried in the descriptor.
-    Inline(Bytes),
-    /// A leased slot; `None` once published.
-    Slot(Option<TxBuf>),
+    Inline(Payload),
+    /// A leased slot (`None` once published); `zero_copy` when the caller filled it in place.
+    Slot { buf: Option<TxBuf>, zero_copy: bool },
 }
 
-impl ShmTransport {
-    /// Converts a payload into what goes on the ring, leasing and filling a slot when needed.
-    async fn prepare(&self, payload: Payload) -> Result<(Body, bool)> {
-        let inner = &self.inner;
+impl Body {
+    /// How many ring entries this body takes when published.
+    fn ring_entries(&self) -> u64 {
+        match self {
+            Body::Inline(p) => 1 + continuations(p.len()) as u64,
+            Body::Slot { .. } => 1,
+        }
+    }
+
+    /// What the caller gave, back (for `TrySendError::Full`).
+    fn into_payload(self) -> Payload {
+        match self {
+            Body::Inline(p) => p,
+            Body::Slot { buf, .. } => buf.map(Payload::Buf).unwrap_or_default(),
+        }
+    }
+}
+
+impl Inner {
+    /// Converts a payload into what goes on the ring without waiting: a buffer leased from this
+    /// endpoint is sent as it is, a small payload goes inline, any other is copied into a slot
+    /// if one is free now. `Err(payload)` when no slot is free.
+    fn try_prepare(&self, payload: Payload) -> Result<Result<Body, Payload>> {
         match payload {
-            Payload::Buf(b) if b.is_leased_from(&inner.owner) => Ok((Body::Slot(Some(b)), true)),
-            p if p.len() <= INLINE_MAX => Ok((Body::Inline(p.into_bytes()), false)),
-            p => {
-                let mut buf = self.alloc(p.len()).await?;
-                buf.copy_from_slice(&p);
-                Ok((Body::Slot(Some(buf)), false))
+            Payload::Buf(b) if b.is_leased_from(&self.owner) => Ok(Ok(Body::Slot {
+                buf: Some(b),
+                zero_copy: true,
+            })),
+            p if p.len() <= self.inline_max => Ok(Ok(Body::Inline(p))),
+            p => Ok(match self.try_alloc(p.len())? {
+                Some(mut buf) => {
+                    buf.copy_from_slice(&p);
+                    Ok(Body::Slot {
+                        buf: Some(buf),
+                        zero_copy: false,
+                    })
+                }
+                None => Err(p),
+            }),
+        }
+    }
+
+    /// The waiting part of `send`: parks until the ring has room (boxed by the caller, so the
+    /// common future stays small).
+    async fn send_wait(&self, header: FrameHeader, mut body: Body) -> Result<()> {
+        self.seg.counters.send_waits.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let notified = self.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.try_publish(header, &mut body)? {
+                self.kick_waiters();
+                return Ok(());
+            }
+            let may_sleep = lock(&self.tx.state).ring.prepare_park(body.ring_entries());
+            match may_sleep {
+                Ok(true) => self.park(notified).await,
+                Ok(false) => {}
+                Err(e) => return Err(self.fail_ring("transmit ring", e)),
+            }
+        }
+    }
+
+    /// The waiting part of `recv`: parks until a frame arrives or the session ends.
+    async fn recv_wait(&self) -> Result<Frame> {
+        self.seg.counters.recv_waits.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let notified = self.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(f) = self.take_or_end()? {
+                return Ok(f);
+            }
+            let may_sleep = lock(&self.rx.state).ring.prepare_park();
+            match may_sleep {
+                Ok(true) => self.park(notified).await,
+                Ok(false) => {}
+                Err(e) => return Err(self.fail_ring("receive ring", e)),
+            }
+        }
+    }
+
+    /// The waiting part of `alloc`: parks until a slot of the class comes back.
+    async fn alloc_wait(&self, len: usize) -> Result<TxBuf> {
+        self.seg.counters.send_waits.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let freed = self.tx.slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let notified = self.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(b) = self.try_alloc(len)? {
+                return Ok(b);
+            }
+            let may_sleep = lock(&self.tx.state).completions.prepare_park();
+            match may_sleep {
+                Ok(true) => {
+                    tokio::select! {
+                        _ = freed => {}
+                        _ = self.park(notified) => {}
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => return Err(self.fail_ring("completion ring", e)),
             }
         }
     }
@@ -784,10 +951,10 @@ impl ShmTransport {
             }
             let may_sleep = {
                 let mut st = lock(&inner.rx.state);
-                match st.ring.len() {
-                    Ok(0) => st.ring.prepare_park(),
+                match st.ring.is_ready() {
+                    Ok(false) => st.ring.prepare_park(),
                     // Ready, or broken (the next receive reports it).
-                    Ok(_) | Err(_) => return,
+                    Ok(true) | Err(_) => return,
                 }
             };
             match may_sleep {
@@ -826,7 +993,7 @@ impl ShmTransport {
             let ended = inner.status.closed.load(Ordering::Acquire)
                 || inner.status.failed.load(Ordering::Acquire)
                 || inner.recv_end().is_some();
-            if ended && !matches!(lock(&inner.rx.state).ring.len(), Ok(n) if n > 0) {
+            if ended && !matches!(lock(&inner.rx.state).ring.is_ready(), Ok(true)) {
                 return;
             }
             notified.await;
@@ -842,6 +1009,15 @@ impl ShmTransport {
 }
 
 impl ShmTransport {
+    /// Payloads up to this many bytes travel inside the descriptor ring instead of a slot
+    /// (16 bytes in the descriptor, 56 in each further entry, and never more than half the
+    /// ring; 240 bytes with the default ring). Such a frame takes `1 + ceil((len - 16) / 56)`
+    /// ring entries, and [`Transport::alloc`] of such a length returns a heap buffer: copying a
+    /// few cache lines into the ring costs less than leasing and returning a slot.
+    pub fn inline_max(&self) -> usize {
+        self.inner.inline_max
+    }
+
     /// The shared segment, for tests that play a hostile peer (feature `conformance`). Writing
     /// through it breaks the protocol on purpose.
     #[cfg(any(test, feature = "conformance"))]
@@ -864,40 +1040,28 @@ impl Transport for ShmTransport {
             return Err(e);
         }
         let header = frame.header;
-        let (mut body, zero_copy) = self.prepare(frame.payload).await?;
-        let sent = |inner: &Inner| {
-            inner.seg.counters.on_sent(len, zero_copy);
-            inner.kick_waiters();
+        let mut body = match inner.try_prepare(frame.payload)? {
+            Ok(body) => body,
+            Err(p) => {
+                let mut buf = self.alloc(len).await?;
+                buf.copy_from_slice(&p);
+                Body::Slot {
+                    buf: Some(buf),
+                    zero_copy: false,
+                }
+            }
         };
-        // Fast path, then a short spin, without registering as a waiter.
+        // Fast path, then a short spin, without registering as a waiter; the parking part is
+        // boxed so that this future stays small (it is moved on every call).
         if inner.try_publish(header, &mut body)?
             || inner
                 .spin(|| Ok(inner.try_publish(header, &mut body)?.then_some(())))?
                 .is_some()
         {
-            sent(inner);
+            inner.kick_waiters();
             return Ok(());
         }
-        inner
-            .seg
-            .counters
-            .send_waits
-            .fetch_add(1, Ordering::Relaxed);
-        loop {
-            let notified = inner.local.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if inner.try_publish(header, &mut body)? {
-                sent(inner);
-                return Ok(());
-            }
-            let may_sleep = lock(&inner.tx.state).ring.prepare_park();
-            match may_sleep {
-                Ok(true) => inner.park(notified).await,
-                Ok(false) => {}
-                Err(e) => return Err(inner.fail_ring("transmit ring", e)),
-            }
-        }
+        Box::pin(inner.send_wait(header, body)).await
     }
 
     fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
@@ -921,36 +1085,23 @@ impl Transport for ShmTransport {
                 Ok(_) => {}
                 Err(e) => {
                     drop(st);
-                    inner.fail(format!("transmit ring: {e}"));
-                    return Err(TransportError::corrupt(format!("transmit ring: {e}")).into());
+                    return Err(inner.fail_ring("transmit ring", e).into());
                 }
             }
         }
         let header = frame.header;
-        let (mut body, zero_copy) = match frame.payload {
-            Payload::Buf(b) if b.is_leased_from(&inner.owner) => (Body::Slot(Some(b)), true),
-            p if p.len() <= INLINE_MAX => (Body::Inline(p.into_bytes()), false),
-            p => match inner.try_alloc(p.len())? {
-                Some(mut buf) => {
-                    buf.copy_from_slice(&p);
-                    (Body::Slot(Some(buf)), false)
-                }
-                None => return Err(TrySendError::Full(Frame::with_header(header, p))),
-            },
+        let mut body = match inner.try_prepare(frame.payload)? {
+            Ok(body) => body,
+            Err(p) => return Err(TrySendError::Full(Frame::with_header(header, p))),
         };
-        match inner.try_publish(header, &mut body)? {
-            true => {
-                inner.seg.counters.on_sent(len, zero_copy);
-                inner.kick_waiters();
-                Ok(())
-            }
-            false => {
-                let payload = match body {
-                    Body::Inline(b) => Payload::Bytes(b),
-                    Body::Slot(b) => b.map(Payload::Buf).unwrap_or_default(),
-                };
-                Err(TrySendError::Full(Frame::with_header(header, payload)))
-            }
+        if inner.try_publish(header, &mut body)? {
+            inner.kick_waiters();
+            Ok(())
+        } else {
+            Err(TrySendError::Full(Frame::with_header(
+                header,
+                body.into_payload(),
+            )))
         }
     }
 
@@ -963,25 +1114,7 @@ impl Transport for ShmTransport {
         if let Some(f) = inner.spin(|| inner.take_or_end())? {
             return Ok(f);
         }
-        inner
-            .seg
-            .counters
-            .recv_waits
-            .fetch_add(1, Ordering::Relaxed);
-        loop {
-            let notified = inner.local.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(f) = inner.take_or_end()? {
-                return Ok(f);
-            }
-            let may_sleep = lock(&inner.rx.state).ring.prepare_park();
-            match may_sleep {
-                Ok(true) => inner.park(notified).await,
-                Ok(false) => {}
-                Err(e) => return Err(inner.fail_ring("receive ring", e)),
-            }
-        }
+        Box::pin(inner.recv_wait()).await
     }
 
     fn try_recv(&self) -> Result<Option<Frame>> {
@@ -996,39 +1129,21 @@ impl Transport for ShmTransport {
                 max: inner.max_payload,
             });
         }
+        if len <= inner.inline_max {
+            // Small frames travel inline in the ring: a heap buffer is cheaper than a slot
+            // (no lease, no completion), and sending it copies it into the ring once.
+            if let Some(e) = inner.send_blocker() {
+                return Err(e);
+            }
+            return Ok(TxBuf::heap(len));
+        }
         if let Some(b) = inner.try_alloc(len)? {
             return Ok(b);
         }
         if let Some(b) = inner.spin(|| inner.try_alloc(len))? {
             return Ok(b);
         }
-        inner
-            .seg
-            .counters
-            .send_waits
-            .fetch_add(1, Ordering::Relaxed);
-        loop {
-            let freed = inner.tx.slot_freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            let notified = inner.local.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(b) = inner.try_alloc(len)? {
-                return Ok(b);
-            }
-            let may_sleep = lock(&inner.tx.state).completions.prepare_park();
-            match may_sleep {
-                Ok(true) => {
-                    tokio::select! {
-                        _ = freed => {}
-                        _ = inner.park(notified) => {}
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => return Err(inner.fail_ring("completion ring", e)),
-            }
-        }
+        Box::pin(inner.alloc_wait(len)).await
     }
 
     fn close(&self) {
@@ -1041,12 +1156,17 @@ impl Transport for ShmTransport {
         // Discard what we will never read, returning its slots to the peer.
         {
             let mut st = lock(&inner.rx.state);
-            while let Ok(Some(words)) = st.ring.try_pop() {
-                if let Ok(Descriptor {
-                    payload: DescPayload::Slot { slot, .. },
-                    ..
-                }) = Descriptor::decode(&words, inner.seg.seg.layout().geometry())
-                {
+            while let Ok(Some(words)) = st.ring.peek() {
+                // Stop at anything broken: there is nothing to return past it.
+                let Ok(desc) = Descriptor::decode(&words, inner.seg.seg.layout().geometry()) else {
+                    break;
+                };
+                let entries = 1 + desc.continuations() as u64;
+                if entries > st.ring.capacity() {
+                    break;
+                }
+                st.ring.advance(entries);
+                if let DescPayload::Slot { slot, .. } = desc.payload {
                     if st.held.insert(slot).is_ok() {
                         inner.rx.give_back(&mut st, slot);
                     }
@@ -1075,20 +1195,19 @@ impl Transport for ShmTransport {
             let q = inner.queued_tx(&mut st);
             (q, st.pool.occupancy())
         };
-        let (rx_queued, held) = {
+        let (rx_queued, held, held_bytes) = {
             let mut st = lock(&inner.rx.state);
             let queued = if inner.status.closed.load(Ordering::Acquire) {
                 0
             } else {
                 st.ring.len().unwrap_or(0)
             };
-            (queued, st.held.held())
+            (queued, st.held.held(), st.held_bytes)
         };
         Stats {
             tx_queued_frames: tx_queued,
             rx_queued_frames: rx_queued,
-            buffer_bytes_in_use: pool.bytes_in_use as u64
-                + inner.rx.held_bytes.load(Ordering::Relaxed),
+            buffer_bytes_in_use: pool.bytes_in_use as u64 + held_bytes,
             slots_in_use: (pool.slots_in_use + held) as u64,
             ..inner.seg.counters.snapshot()
         }

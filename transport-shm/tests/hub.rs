@@ -223,9 +223,11 @@ async fn dropped_peer_leaves_others_untouched_and_its_region_is_reused() {
     let a = Arc::new(a);
     let b = Arc::new(b);
     let c = Arc::new(c);
+    // Nobody receives until all is sent, so each peer's frames must fit its ring of 32 entries:
+    // 10 inline frames of 64 B (2 entries each) and 10 slot frames (1 entry each).
     for (i, p) in [&a, &b, &c].into_iter().enumerate() {
         for seq in 0..10 {
-            p.send(numbered(seq, i as u32, 200)).await.unwrap();
+            p.send(numbered(seq, i as u32, 64)).await.unwrap();
         }
     }
     drop(a);

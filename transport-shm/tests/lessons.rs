@@ -279,7 +279,7 @@ async fn lesson_05_dropped_send_futures_leak_no_slot() {
     // or already in a leased buffer (zero-copy); far more rounds than slots in any class.
     let mut k = 100u64;
     for (len, class) in [
-        (100, 256),
+        (200, 256),
         (3000, 4096),
         (40_000, 65_536),
         (1 << 20, 1 << 20),
@@ -468,16 +468,16 @@ async fn lesson_06_slot_exhaustion_waits_instead_of_failing() {
 }
 
 /// Lesson 10: small messages never fall back to larger classes, and each direction has its own
-/// pool: with the 256-byte class exhausted, a 100-byte frame is refused by `try_send` while a
-/// 64 KiB `alloc` succeeds at once and the other direction sends 100-byte frames freely.
+/// pool: with the 256-byte class exhausted, a 200-byte frame (above the inline limit) is refused by `try_send` while a
+/// 64 KiB `alloc` succeeds at once and the other direction sends 200-byte frames freely.
 #[tokio::test]
 async fn lesson_10_small_messages_do_not_exhaust_large_classes() {
     let (a, b) = pair(small()).await.unwrap();
     let mut held = Vec::new();
     for i in 0..8u64 {
-        a.try_send(Frame::new(pattern(100, i)).msg_id(i)).unwrap();
+        a.try_send(Frame::new(pattern(200, i)).msg_id(i)).unwrap();
         let f = b.try_recv().unwrap().expect("frame");
-        assert!(f.bytes() == &pattern(100, i)[..]);
+        assert!(f.bytes() == &pattern(200, i)[..]);
         held.push(f.into_bytes());
     }
     assert_eq!(
@@ -491,9 +491,9 @@ async fn lesson_10_small_messages_do_not_exhaust_large_classes() {
         0,
         "the ring is empty, only slots are held"
     );
-    match a.try_send(Frame::new(pattern(100, 8))) {
+    match a.try_send(Frame::new(pattern(200, 8))) {
         Err(TrySendError::Full(_)) => {}
-        other => panic!("100 bytes with the 256-byte class exhausted: {other:?}"),
+        other => panic!("200 bytes with the 256-byte class exhausted: {other:?}"),
     }
     assert_eq!(
         a.stats().buffer_bytes_in_use,
@@ -515,16 +515,16 @@ async fn lesson_10_small_messages_do_not_exhaust_large_classes() {
     drop(f);
     // The other direction has its own 256-byte class.
     for i in 0..8u64 {
-        b.try_send(Frame::new(pattern(100, 50 + i)).msg_id(i))
+        b.try_send(Frame::new(pattern(200, 50 + i)).msg_id(i))
             .unwrap();
     }
     for i in 0..8u64 {
         let f = a.try_recv().unwrap().expect("frame");
         assert_eq!(f.header.msg_id, i);
-        assert!(f.bytes() == &pattern(100, 50 + i)[..]);
+        assert!(f.bytes() == &pattern(200, 50 + i)[..]);
     }
     for (i, h) in held.iter().enumerate() {
-        assert!(h == &pattern(100, i as u64)[..]);
+        assert!(h == &pattern(200, i as u64)[..]);
     }
     drop(held);
     settle_idle("after class isolation", &a, &b).await;
@@ -541,6 +541,8 @@ async fn lesson_11_zero_copy_frames_arrive_with_content() {
         1,
         16,
         17,
+        240,
+        241,
         255,
         256,
         257,
@@ -562,7 +564,12 @@ async fn lesson_11_zero_copy_frames_arrive_with_content() {
     for (i, &len) in sizes.iter().enumerate() {
         let mut buf = a.alloc(len).await.unwrap();
         assert_eq!(buf.len(), len);
-        assert!(!buf.is_heap(), "alloc returned heap memory");
+        // Small payloads travel inline in the ring: `alloc` gives a heap buffer for them.
+        assert_eq!(
+            buf.is_heap(),
+            len <= a.inline_max(),
+            "size {len}: placement"
+        );
         buf.copy_from_slice(&pattern(len, i as u64));
         a.send(Frame::with_header(header(i as u64), buf))
             .await
@@ -578,8 +585,10 @@ async fn lesson_11_zero_copy_frames_arrive_with_content() {
         );
     }
     let s = a.stats();
-    assert_eq!(s.zero_copy_sends, sizes.len() as u64);
-    assert_eq!(s.copied_sends, 0);
+    let inline = sizes.iter().filter(|&&n| n <= a.inline_max()).count() as u64;
+    assert!(inline > 0 && inline < sizes.len() as u64);
+    assert_eq!(s.zero_copy_sends, sizes.len() as u64 - inline);
+    assert_eq!(s.copied_sends, inline);
 
     // Truncated buffer, and try_send of a leased buffer.
     let mut buf = a.alloc(5000).await.unwrap();
@@ -608,8 +617,8 @@ async fn lesson_11_zero_copy_frames_arrive_with_content() {
         assert!(f.bytes() == &content[..], "frame {id}: content");
     }
     let (sa, sb) = (a.stats(), b.stats());
-    assert_eq!(sa.zero_copy_sends, sizes.len() as u64 + 2);
-    assert_eq!(sa.copied_sends, 2);
+    assert_eq!(sa.zero_copy_sends, sizes.len() as u64 - inline + 2);
+    assert_eq!(sa.copied_sends, inline + 2);
     assert_eq!(sb.frames_received, sizes.len() as u64 + 4);
     assert_eq!(sa.bytes_sent, sb.bytes_received);
     assert_eq!(sb.frames_sent, 0, "the foreign buffer was sent by `a` only");
@@ -951,7 +960,7 @@ async fn lesson_15_every_parked_waiter_wakes() {
     }
     let mut leased = Vec::new();
     for _ in 0..8 {
-        leased.push(b2.alloc(100).await.unwrap());
+        leased.push(b2.alloc(200).await.unwrap());
     }
     let recvs = spawn_recvs(&b2);
     settle("receivers park", &*b2, |s| s.recv_waits >= N).await;
@@ -964,7 +973,7 @@ async fn lesson_15_every_parked_waiter_wakes() {
     let allocs: Vec<_> = (0..4)
         .map(|_| {
             let b2 = b2.clone();
-            tokio::spawn(async move { b2.alloc(100).await.map(drop) })
+            tokio::spawn(async move { b2.alloc(200).await.map(drop) })
         })
         .collect();
     settle("senders and allocs park", &*b2, |s| s.send_waits >= 12).await;
@@ -1155,7 +1164,7 @@ async fn lesson_19_21_dropped_peer_seen_by_blocked_waiters() {
     };
     let ring_sender = {
         let b = b.clone();
-        tokio::spawn(async move { b.send(Frame::new(pattern(100, 9))).await })
+        tokio::spawn(async move { b.send(Frame::new(pattern(200, 9))).await })
     };
     let receiver = {
         let b = b.clone();

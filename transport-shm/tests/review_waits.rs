@@ -110,3 +110,52 @@ async fn alloc_waiter_is_woken_when_another_task_drains_its_completion() {
         "alloc still sleeps although its slot is free: {got:?}"
     );
 }
+
+/// A frame sent inline can take several ring entries (a descriptor and its continuations).
+/// When fewer entries are free than the frame needs, the sender must sleep until the receiver
+/// frees room. The re-check before sleeping used to ask only "is one entry free?", so with one
+/// to three entries free the sender neither published nor slept: it retried in a loop inside a
+/// single poll, and on a current-thread runtime the receiver never ran again (a hang found by
+/// `hub.rs`). The scenario runs on its own thread so that a regression fails the test
+/// instead of hanging it.
+#[test]
+fn sender_sleeps_when_a_multi_entry_frame_does_not_fit_yet() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let got = rt.block_on(async {
+            let (a, b) = pair(cfg()).await.unwrap();
+            let a = Arc::new(a);
+            // Ring of 8 entries; the largest inline frame takes 4 of them.
+            let big = 184;
+            let frames: Vec<Vec<u8>> = vec![vec![1u8; 8], vec![2u8; big], vec![3u8; big]];
+            let sender = {
+                let (a, frames) = (a.clone(), frames.clone());
+                tokio::spawn(async move {
+                    for f in frames {
+                        a.send(Frame::new(f)).await?;
+                    }
+                    Ok::<_, transport_api::TransportError>(())
+                })
+            };
+            // 5 entries used, 3 free, the third frame needs 4: the sender must park.
+            while a.stats().send_waits == 0 {
+                tokio::task::yield_now().await;
+            }
+            let mut got = Vec::new();
+            for _ in 0..frames.len() {
+                got.push(b.recv().await.unwrap().payload.to_vec());
+            }
+            sender.await.unwrap().unwrap();
+            (frames, got)
+        });
+        let _ = done_tx.send(got);
+    });
+    let (sent, got) = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the sender spun instead of sleeping: the receiver never ran");
+    assert_eq!(sent, got);
+}
