@@ -7,6 +7,7 @@ use std::path::PathBuf;
 /// Usage text printed by `--help` and after a usage error.
 pub const USAGE: &str = "\
 usage: transport-bench [--quick] [--json PATH] [--placement split|same] [--only NAME[,NAME...]]
+                       [--rounds N]
 
 Measures round-trip latency (rtt: p50, p99) and one-way throughput (stream: msgs/s, GB/s) for
 payloads of 8 B, 64 B, 1 KiB, 64 KiB and 1 MiB, between two processes where the backend allows;
@@ -18,6 +19,10 @@ options:
   --json PATH          also write the records as a JSON array to PATH
   --placement MODE     split: parent on CPU 0, peer on CPU 1 (default); same: both on CPU 0
   --only NAMES         run only these rows (comma-separated, or repeat the option)
+  --rounds N           run the selected rows N times (1 to 50, default 1), in alternating
+                       order; the table and JSON hold each cell's median over the rounds, and
+                       a target check lists each same-round ratio (shm against iceoryx2 and
+                       spin) with its median: robust against the machine changing speed
   -h, --help           print this help
 
 rows: spin (shared-memory spin lower bound), eventfd (kernel wake), unix (tokio UnixStream),
@@ -77,6 +82,8 @@ pub struct Options {
     pub placement: Placement,
     /// Rows to run (`None`: all).
     pub only: Option<Vec<String>>,
+    /// How many times to run the selected rows (at least 1).
+    pub rounds: u32,
 }
 
 /// Arguments of the peer process, started by the parent with the hidden `--child` option.
@@ -120,6 +127,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
         json: None,
         placement: Placement::Split,
         only: None,
+        rounds: 1,
     };
     let mut first = true;
     while let Some(a) = it.next() {
@@ -169,6 +177,13 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
                 if list.is_empty() {
                     return Err("--only needs at least one row name".into());
                 }
+            }
+            "--rounds" => {
+                let v = value("--rounds")?;
+                opts.rounds = match v.parse::<u32>() {
+                    Ok(n @ 1..=50) => n,
+                    _ => return Err(format!("invalid --rounds `{v}`: expected 1 to 50")),
+                };
             }
             "--child" => return Err("--child is internal and must come first".into()),
             _ => return Err(format!("unexpected argument `{a}`")),
@@ -238,6 +253,7 @@ mod tests {
             "--placement=same",
             "--only",
             "spin,unix",
+            "--rounds=3",
         ]) else {
             panic!("should parse");
         };
@@ -245,6 +261,11 @@ mod tests {
         assert_eq!(o.json, Some(PathBuf::from("/tmp/x.json")));
         assert_eq!(o.placement, Placement::Same);
         assert_eq!(o.only, Some(vec!["spin".to_string(), "unix".to_string()]));
+        assert_eq!(o.rounds, 3);
+        let Ok(Command::Run(o)) = p(&[]) else {
+            panic!("should parse");
+        };
+        assert_eq!(o.rounds, 1);
     }
 
     #[test]
@@ -253,6 +274,9 @@ mod tests {
         assert!(p(&["--json"]).is_err());
         assert!(p(&["--only", "nope"]).is_err());
         assert!(p(&["--frobnicate"]).is_err());
+        assert!(p(&["--rounds", "0"]).is_err());
+        assert!(p(&["--rounds", "51"]).is_err());
+        assert!(p(&["--rounds", "two"]).is_err());
         assert!(p(&["--quick", "--child", "spin"]).is_err());
         assert!(p(&["--child", "spin", "--cpu", "x", "--ppid", "1"]).is_err());
         assert!(p(&["--child"]).is_err());

@@ -406,6 +406,164 @@ fn vs_shm(records: &[Record]) -> Vec<String> {
         .collect()
 }
 
+/// The lower median of `v` (the middle element, or the lower of the two middle ones), or
+/// `None` when `v` is empty.
+fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len().saturating_sub(1) / 2).copied()
+}
+
+/// One record per cell (backend, mode, size) found in any round, in the order of first
+/// appearance, each measure the median of that cell over the rounds that measured it.
+pub fn median_records(rounds: &[Vec<Record>]) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::new();
+    for r in rounds.iter().flatten() {
+        if find(&out, &r.backend, r.mode, r.size).is_some() {
+            continue;
+        }
+        let same: Vec<&Record> = rounds
+            .iter()
+            .filter_map(|round| find(round, &r.backend, r.mode, r.size))
+            .collect();
+        let pick_u =
+            |f: fn(&Record) -> Option<u64>| median(same.iter().filter_map(|x| f(x)).collect());
+        let pick_f =
+            |f: fn(&Record) -> Option<f64>| median(same.iter().filter_map(|x| f(x)).collect());
+        out.push(Record {
+            p50_ns: pick_u(|x| x.p50_ns),
+            p99_ns: pick_u(|x| x.p99_ns),
+            msgs_per_s: pick_f(|x| x.msgs_per_s),
+            gbps: pick_f(|x| x.gbps),
+            wakes_per_frame: pick_f(|x| x.wakes_per_frame),
+            ..r.clone()
+        });
+    }
+    out
+}
+
+/// Which measure a target compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    /// Round-trip p50: lower is better.
+    P50,
+    /// Stream messages per second: higher is better.
+    Rate,
+}
+
+/// A performance target: `num`'s measure divided by `den`'s, in the same round, against a
+/// bound (at most `bound` for latencies, at least `bound` for rates).
+struct Target {
+    label: &'static str,
+    measure: Measure,
+    num: (&'static str, Mode, u64),
+    den: (&'static str, Mode, u64),
+    bound: f64,
+}
+
+/// The targets of the performance issue that the rows of a run can check.
+const TARGETS: &[Target] = &[
+    Target {
+        label: "rtt 8 B, both busy: shm / iox2-poll",
+        measure: Measure::P50,
+        num: ("shm", Mode::Rtt, 8),
+        den: ("iox2-poll", Mode::Rtt, 8),
+        bound: 0.5,
+    },
+    Target {
+        label: "rtt 64 B, both busy: shm / iox2-poll",
+        measure: Measure::P50,
+        num: ("shm", Mode::Rtt, 64),
+        den: ("iox2-poll", Mode::Rtt, 64),
+        bound: 0.5,
+    },
+    Target {
+        label: "rtt 8 B, both busy: shm / spin",
+        measure: Measure::P50,
+        num: ("shm", Mode::Rtt, 8),
+        den: ("spin", Mode::Rtt, 8),
+        bound: 2.5,
+    },
+    Target {
+        label: "parked receiver, gap 10 µs: shm / iox2-event",
+        measure: Measure::P50,
+        num: ("shm", Mode::RttGap10us, 8),
+        den: ("iox2-event", Mode::RttGap10us, 8),
+        bound: 0.5,
+    },
+    Target {
+        label: "parked receiver, gap 100 µs: shm / iox2-event",
+        measure: Measure::P50,
+        num: ("shm", Mode::RttGap100us, 8),
+        den: ("iox2-event", Mode::RttGap100us, 8),
+        bound: 0.5,
+    },
+    Target {
+        label: "parked receiver, gap 1 ms: shm / iox2-event",
+        measure: Measure::P50,
+        num: ("shm", Mode::RttGap1ms, 8),
+        den: ("iox2-event", Mode::RttGap1ms, 8),
+        bound: 0.5,
+    },
+    Target {
+        label: "stream 64 B: shm / iox2-poll",
+        measure: Measure::Rate,
+        num: ("shm", Mode::Stream, 64),
+        den: ("iox2-poll", Mode::Stream, 64),
+        bound: 3.0,
+    },
+    Target {
+        label: "stream 1 MiB with copy: shm / iox2-poll",
+        measure: Measure::Rate,
+        num: ("shm", Mode::Stream, 1 << 20),
+        den: ("iox2-poll", Mode::Stream, 1 << 20),
+        bound: 1.0,
+    },
+];
+
+/// The target check: for each target whose two cells were measured, the ratio in every round
+/// (both cells from the same round), their median, and whether the median meets the bound.
+/// Empty when no target applies to the rows that ran.
+pub fn target_check(rounds: &[Vec<Record>]) -> String {
+    let value = |r: &Record, m: Measure| match m {
+        Measure::P50 => r.p50_ns.map(|v| v as f64),
+        Measure::Rate => r.msgs_per_s,
+    };
+    let mut out = String::new();
+    for t in TARGETS {
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .filter_map(|round| {
+                let n = find(round, t.num.0, t.num.1, t.num.2)?;
+                let d = find(round, t.den.0, t.den.1, t.den.2)?;
+                ratio(value(n, t.measure), value(d, t.measure))
+            })
+            .collect();
+        let Some(mid) = median(ratios.clone()) else {
+            continue;
+        };
+        let (op, met) = match t.measure {
+            Measure::P50 => ("<=", mid <= t.bound),
+            Measure::Rate => (">=", mid >= t.bound),
+        };
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let _ = writeln!(
+            out,
+            "  {:<48} {op} {:<4}  median {mid:>5.2}  {:<6}  rounds: {}",
+            t.label,
+            t.bound,
+            if met { "met" } else { "missed" },
+            each.join(" ")
+        );
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!(
+        "target check (each ratio from one round's two cells; judged on the median; p50 ratios \
+         lower is better, rate ratios higher is better):\n{out}"
+    )
+}
+
 /// The records as a pretty-printed JSON array.
 pub fn to_json(records: &[Record]) -> String {
     serde_json::to_string_pretty(records)
@@ -553,5 +711,64 @@ mod tests {
         assert_eq!(arr[1]["msgs_per_s"], 10.0);
         assert_eq!(arr[1]["gbps"], 10.0 * 1024.0 / 1e9);
         assert_eq!(arr[1]["placement"], "same");
+    }
+
+    #[test]
+    fn medians_over_rounds_and_the_target_check() {
+        let rtt = |b: &str, size: usize, p50: u64| Record::rtt(b, size, &mut [p50], "split");
+        let stream =
+            |b: &str, msgs: u64| Record::stream(b, 64, msgs, Duration::from_secs(1), "split");
+        // Three rounds; the machine was slow in the second one (everything 4x).
+        let rounds = vec![
+            vec![
+                rtt("shm", 8, 400),
+                rtt("iox2-poll", 8, 1000),
+                stream("shm", 7_000_000),
+                stream("iox2-poll", 2_000_000),
+            ],
+            vec![
+                rtt("iox2-poll", 8, 4000),
+                rtt("shm", 8, 1600),
+                stream("iox2-poll", 500_000),
+                stream("shm", 1_750_000),
+            ],
+            vec![
+                rtt("shm", 8, 600),
+                rtt("iox2-poll", 8, 1000),
+                stream("shm", 5_000_000),
+                stream("iox2-poll", 2_000_000),
+            ],
+        ];
+        let m = median_records(&rounds);
+        assert_eq!(m.len(), 4);
+        assert_eq!((m[0].backend.as_str(), m[0].p50_ns), ("shm", Some(600)));
+        assert_eq!(
+            (m[1].backend.as_str(), m[1].p50_ns),
+            ("iox2-poll", Some(1000))
+        );
+        assert_eq!(m[2].msgs_per_s, Some(5_000_000.0));
+        assert_eq!(m[3].msgs_per_s, Some(2_000_000.0));
+        // Ratios are taken within each round: 0.4, 0.4, 0.6 (median 0.4, met);
+        // 3.5, 3.5, 2.5 (median 3.5, met).
+        let t = target_check(&rounds);
+        let line = |label: &str| {
+            t.lines()
+                .find(|l| l.contains(label))
+                .unwrap_or_else(|| panic!("no line for {label} in {t}"))
+                .to_string()
+        };
+        let l = line("rtt 8 B, both busy: shm / iox2-poll");
+        assert!(
+            l.contains("median  0.40") && l.contains("met") && l.contains("rounds: 0.40 0.40 0.60"),
+            "{l}"
+        );
+        let l = line("stream 64 B: shm / iox2-poll");
+        assert!(l.contains("median  3.50") && l.contains("met"), "{l}");
+        // Targets whose cells did not run are left out; no applicable target, no section.
+        assert!(!t.contains("iox2-event") && !t.contains("1 MiB"));
+        assert_eq!(target_check(&[vec![rtt("spin", 8, 100)]]), "");
+        // A missed target.
+        let slow = vec![vec![rtt("shm", 8, 900), rtt("iox2-poll", 8, 1000)]];
+        assert!(target_check(&slow).contains("missed"));
     }
 }

@@ -475,40 +475,63 @@ pub fn run_parent(opts: &Options) -> BenchResult<()> {
                 .is_none_or(|o| o.iter().any(|n| n == r.name))
         })
         .collect();
+    let rounds = opts.rounds.max(1) as usize;
     let mut progress = Progress {
         tty: std::io::stderr().is_terminal(),
-        total: rows
-            .iter()
-            .map(|r| {
-                let gaps = if r.gaps { GAPS.len() } else { 0 };
-                1 + r.rtt_sizes.len() + r.stream_sizes.len() + gaps + r.costs.len()
-            })
-            .sum(),
+        total: rounds
+            * rows
+                .iter()
+                .map(|r| {
+                    let gaps = if r.gaps { GAPS.len() } else { 0 };
+                    1 + r.rtt_sizes.len() + r.stream_sizes.len() + gaps + r.costs.len()
+                })
+                .sum::<usize>(),
         done: 0,
     };
     let started = Instant::now();
-    let mut records = Vec::new();
+    let mut per_round: Vec<Vec<Record>> = Vec::new();
     let mut failed = Vec::new();
-    for row in rows {
-        if let Err(e) = run_row(row, &place, opts.quick, &mut progress, &mut records) {
-            progress.note(&format!(
-                "transport-bench: error: row `{}` failed: {e}",
-                row.name
-            ));
-            failed.push(row.name);
+    for round in 0..rounds {
+        // Every other round runs the rows backwards, so that a slow drift of the machine's
+        // speed does not always favour the rows that come first.
+        let order: Vec<&Row> = if round % 2 == 0 {
+            rows.clone()
+        } else {
+            rows.iter().rev().copied().collect()
+        };
+        let mut records = Vec::new();
+        for row in order {
+            if let Err(e) = run_row(row, &place, opts.quick, &mut progress, &mut records) {
+                progress.note(&format!(
+                    "transport-bench: error: row `{}` failed (round {}): {e}",
+                    row.name,
+                    round + 1
+                ));
+                if !failed.contains(&row.name) {
+                    failed.push(row.name);
+                }
+            }
         }
+        per_round.push(records);
     }
+    let records = report::median_records(&per_round);
     progress.clear();
     let note = match (place.parent_cpu, place.child_cpu) {
         (Some(p), Some(c)) => format!("{} (parent CPU {p}, peer CPU {c})", place.label),
         _ => place.label.clone(),
     };
+    let rounds_note = if rounds > 1 {
+        format!(" ({rounds} rounds, each cell the median)")
+    } else {
+        String::new()
+    };
     let note = format!(
-        "{note}; {} run in {:.1} s",
+        "{note}; {} run{rounds_note} in {:.1} s",
         if opts.quick { "quick" } else { "full" },
         started.elapsed().as_secs_f64()
     );
     print!("{}", report::table(&records, &note));
+    print!("{}", report::target_check(&per_round));
     if let Some(path) = &opts.json {
         std::fs::write(path, report::to_json(&records) + "\n")
             .map_err(|e| BenchError::new(format!("cannot write {}: {e}", path.display())))?;
