@@ -236,6 +236,15 @@ struct Inner {
     inline_max: usize,
 }
 
+/// A local waiter, counted in `Inner::waiters` while this guard lives.
+struct Waiting<'a>(&'a Inner);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Largest payload this end sends inline through a ring of `capacity` entries: a frame takes at
 /// most half the ring, so a sender never waits for more room than a ring can free at once.
 fn inline_max(capacity: u32) -> usize {
@@ -474,17 +483,20 @@ impl Inner {
         None
     }
 
-    /// Sleeps until the doorbell rings or a local event happens. Cancel-safe: the waiter count
-    /// is restored by a guard however the future ends.
-    async fn park(&self, notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) {
-        struct Waiting<'a>(&'a Inner);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.waiters.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+    /// Counts the caller as a local waiter until the guard drops (however its future ends).
+    /// A wait loop holds it from *before* its first attempt: a task that publishes or takes a
+    /// frame notifies local waiters only while this count is non-zero, and the parked flag in
+    /// shared memory is one word per ring, shared by every local waiter, so another task's
+    /// `prepare_park` may withdraw it. A waiter counted only once it sleeps could miss both
+    /// signals in the gap between its re-check and its sleep.
+    fn waiting(&self) -> Waiting<'_> {
         self.waiters.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(self);
+        Waiting(self)
+    }
+
+    /// Sleeps until the doorbell rings or a local event happens. The caller holds a
+    /// [`Inner::waiting`] guard. Cancel-safe.
+    async fn park(&self, notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) {
         tokio::select! {
             _ = notified => {}
             r = self.bell.readable() => {
@@ -849,6 +861,7 @@ impl Inner {
     /// The waiting part of `send`: parks until the ring has room (boxed by the caller, so the
     /// common future stays small).
     async fn send_wait(&self, header: FrameHeader, mut body: Body) -> Result<()> {
+        let _waiting = self.waiting();
         self.seg.counters.send_waits.fetch_add(1, Ordering::Relaxed);
         loop {
             let notified = self.local.notified();
@@ -869,6 +882,7 @@ impl Inner {
 
     /// The waiting part of `recv`: parks until a frame arrives or the session ends.
     async fn recv_wait(&self) -> Result<Frame> {
+        let _waiting = self.waiting();
         self.seg.counters.recv_waits.fetch_add(1, Ordering::Relaxed);
         loop {
             let notified = self.local.notified();
@@ -888,6 +902,7 @@ impl Inner {
 
     /// The waiting part of `alloc`: parks until a slot of the class comes back.
     async fn alloc_wait(&self, len: usize) -> Result<TxBuf> {
+        let _waiting = self.waiting();
         self.seg.counters.send_waits.fetch_add(1, Ordering::Relaxed);
         loop {
             let freed = self.tx.slot_freed.notified();
@@ -938,6 +953,7 @@ impl ShmTransport {
     /// [`Transport::try_recv`]. Cancel-safe.
     pub async fn readable(&self) {
         let inner = &self.inner;
+        let _waiting = inner.waiting();
         let mut counted = false;
         loop {
             let notified = inner.local.notified();
@@ -977,15 +993,8 @@ impl ShmTransport {
     /// Resolves once the session has ended (closed, peer gone or corrupt) and no frame is left
     /// to receive. Cancel-safe; waits without polling (every receive wakes it to re-check).
     pub async fn drained(&self) {
-        struct Waiting<'a>(&'a Inner);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.waiters.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
         let inner = &self.inner;
-        inner.waiters.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(inner);
+        let _waiting = inner.waiting();
         loop {
             let notified = inner.local.notified();
             tokio::pin!(notified);
@@ -1156,15 +1165,18 @@ impl Transport for ShmTransport {
         // Discard what we will never read, returning its slots to the peer.
         {
             let mut st = lock(&inner.rx.state);
+            // At most one ring's worth: a peer that keeps publishing cannot keep `close` here.
+            let mut budget = st.ring.capacity();
             while let Ok(Some(words)) = st.ring.peek() {
                 // Stop at anything broken: there is nothing to return past it.
                 let Ok(desc) = Descriptor::decode(&words, inner.seg.seg.layout().geometry()) else {
                     break;
                 };
                 let entries = 1 + desc.continuations() as u64;
-                if entries > st.ring.capacity() {
+                if entries > budget {
                     break;
                 }
+                budget -= entries;
                 st.ring.advance(entries);
                 if let DescPayload::Slot { slot, .. } = desc.payload {
                     if st.held.insert(slot).is_ok() {
