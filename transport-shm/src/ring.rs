@@ -231,6 +231,17 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
         Ok(tail)
     }
 
+    /// The consumer's tail as last read (no shared-memory access): every entry before it has
+    /// been consumed.
+    pub fn cached_tail(&self) -> u64 {
+        self.cached_tail
+    }
+
+    /// Reads and validates the consumer's tail now: every entry before it has been consumed.
+    pub fn consumed_up_to(&mut self) -> Result<u64, RingError> {
+        self.load_tail()
+    }
+
     /// Number of entries that can be pushed right now (reads the consumer's tail).
     pub fn free_space(&mut self) -> Result<u64, RingError> {
         let tail = self.load_tail()?;
@@ -402,6 +413,33 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
             return Ok(w & STAMP_MASK == stamp(self.tail, self.lap_shift));
         }
         Ok(self.cached_head != self.tail || self.load_head()? != self.tail)
+    }
+
+    /// Number of published units ready to take, walking from the tail: `unit_len` gives the
+    /// number of entries of the unit whose first entry it is shown (`None`: not a valid unit,
+    /// stop counting there). Stops at the first entry not published; visits at most one
+    /// ring's worth of entries whatever the peer wrote. Stamped rings only (0 otherwise).
+    pub fn ready_units(&self, unit_len: impl Fn(&[u64; W]) -> Option<u64>) -> u64 {
+        if !STAMPED {
+            return 0;
+        }
+        let (mut at, mut units) = (0u64, 0u64);
+        while at < self.cap {
+            let index = self.tail.wrapping_add(at);
+            let base = CONTROL_WORDS + (index & (self.cap - 1)) as usize * W;
+            let w = self.words[base + STAMP_WORD].load(Ordering::Acquire);
+            if w & STAMP_MASK != stamp(index, self.lap_shift) {
+                break;
+            }
+            match unit_len(&self.read(at)) {
+                Some(n) if n >= 1 && n <= self.cap - at => {
+                    units += 1;
+                    at += n;
+                }
+                _ => break,
+            }
+        }
+        units
     }
 
     /// True when no entry is ready.
@@ -693,6 +731,23 @@ mod tests {
         p.unpark();
         assert!(!p.prepare_park(1).unwrap()); // space now: do not sleep
         p.try_push(&[4]).unwrap();
+    }
+
+    #[test]
+    fn ready_units_counts_units_and_stops_at_nonsense() {
+        let r = region(4, 5);
+        let mut p = Producer::<_, 5, true>::attach(r.clone(), 4).unwrap();
+        let c = Consumer::<_, 5, true>::attach(r, 4).unwrap();
+        assert_eq!(c.ready_units(|_| Some(1)), 0);
+        // Units of 2 and 1 entries; word 0 says how long each is.
+        p.try_push_unit(&[2; 5], &[[0; 5]]).unwrap();
+        p.try_push(&[1; 5]).unwrap();
+        assert_eq!(c.ready_units(|e| Some(e[0])), 2);
+        // Lengths that do not fit, or zero, end the walk; so does an invalid entry.
+        assert_eq!(c.ready_units(|_| Some(0)), 0);
+        assert_eq!(c.ready_units(|_| Some(u64::MAX)), 0);
+        assert_eq!(c.ready_units(|_| None), 0);
+        assert_eq!(c.ready_units(|_| Some(1)), 3, "at most the published entries");
     }
 
     #[test]

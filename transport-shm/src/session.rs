@@ -84,6 +84,19 @@ pub(crate) struct TxState {
     pub(crate) pool: SenderPool,
     /// The receiver is gone: its completions no longer come; in-flight slots were reclaimed.
     reclaimed: bool,
+    /// Ring index just past each published unit the receiver may not have taken yet (oldest
+    /// first; trimmed against the consumer's tail), so that queued frames are counted as
+    /// frames, not ring entries. At most one per ring entry.
+    unit_ends: std::collections::VecDeque<u64>,
+}
+
+impl TxState {
+    /// Forgets the units that end at or before `tail` (consumed by the receiver).
+    fn trim_units(&mut self, tail: u64) {
+        while self.unit_ends.front().is_some_and(|&end| end <= tail) {
+            self.unit_ends.pop_front();
+        }
+    }
 }
 
 /// Transmit side; also the owner of leased buffers.
@@ -286,6 +299,9 @@ impl ShmTransport {
                 .map_err(corrupt("completion ring"))?,
             pool: SenderPool::new(p.seg.layout().geometry()),
             reclaimed: false,
+            unit_ends: std::collections::VecDeque::with_capacity(
+                p.seg.layout().ring_capacity() as usize
+            ),
         };
         let rx_state = RxState {
             ring: p.seg.desc_consumer(rxd).map_err(corrupt("receive ring"))?,
@@ -766,6 +782,9 @@ impl Inner {
                 return Err(TransportError::Config(format!("transmit ring: {e}")));
             }
         }
+        let (end, tail) = (st.ring.head(), st.ring.cached_tail());
+        st.trim_units(tail);
+        st.unit_ends.push_back(end);
         if let (Some(slot), Body::Slot { buf, .. }) = (slot, &mut *body) {
             if let Some(b) = buf.take() {
                 let _ = b.take_lease(&self.owner);
@@ -791,14 +810,18 @@ impl Inner {
         Ok(true)
     }
 
+    /// Frames published and not yet taken by the receiver.
     fn queued_tx(&self, st: &mut TxState) -> u64 {
         if st.reclaimed {
             return 0;
         }
-        st.ring
-            .free_space()
-            .map(|f| st.ring.capacity() - f)
-            .unwrap_or(0)
+        match st.ring.consumed_up_to() {
+            Ok(tail) => {
+                st.trim_units(tail);
+                st.unit_ends.len() as u64
+            }
+            Err(_) => 0,
+        }
     }
 }
 
@@ -1208,11 +1231,16 @@ impl Transport for ShmTransport {
             (q, st.pool.occupancy())
         };
         let (rx_queued, held, held_bytes) = {
-            let mut st = lock(&inner.rx.state);
+            let st = lock(&inner.rx.state);
             let queued = if inner.status.closed.load(Ordering::Acquire) {
                 0
             } else {
-                st.ring.len().unwrap_or(0)
+                let geometry = inner.seg.seg.layout().geometry();
+                st.ring.ready_units(|w| {
+                    Descriptor::decode(w, geometry)
+                        .ok()
+                        .map(|d| 1 + d.continuations() as u64)
+                })
             };
             (queued, st.held.held(), st.held_bytes)
         };
