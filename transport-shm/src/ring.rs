@@ -747,7 +747,11 @@ mod tests {
         assert_eq!(c.ready_units(|_| Some(0)), 0);
         assert_eq!(c.ready_units(|_| Some(u64::MAX)), 0);
         assert_eq!(c.ready_units(|_| None), 0);
-        assert_eq!(c.ready_units(|_| Some(1)), 3, "at most the published entries");
+        assert_eq!(
+            c.ready_units(|_| Some(1)),
+            3,
+            "at most the published entries"
+        );
     }
 
     #[test]
