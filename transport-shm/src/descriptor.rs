@@ -38,6 +38,13 @@ pub const INLINE_MAX: usize = INLINE_HEAD + MAX_CONT * CONT_BYTES;
 /// Words of a continuation entry that carry payload, in order.
 const CONT_WORDS: [usize; 7] = [0, 1, 2, 3, 5, 6, 7];
 
+/// Bytes `8 * i .. 8 * i + 8` of a continuation's payload buffer (`i < 7`).
+fn word_bytes(b: &[u8; CONT_BYTES], i: usize) -> [u8; 8] {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+    w
+}
+
 /// Continuation entries an inline payload of `len` bytes needs.
 pub const fn continuations(len: usize) -> usize {
     len.saturating_sub(INLINE_HEAD).div_ceil(CONT_BYTES)
@@ -226,10 +233,11 @@ impl Descriptor {
         let rest = bytes.get(INLINE_HEAD..).unwrap_or(&[]);
         let mut n = 0;
         for (entry, chunk) in out.iter_mut().zip(rest.chunks(CONT_BYTES)) {
-            for (&w, part) in CONT_WORDS.iter().zip(chunk.chunks(8)) {
-                let mut b = [0u8; 8];
-                b[..part.len()].copy_from_slice(part);
-                entry[w] = u64::from_le_bytes(b);
+            // One copy into a zero-padded buffer, then whole words (no per-word partial copy).
+            let mut b = [0u8; CONT_BYTES];
+            b[..chunk.len()].copy_from_slice(chunk);
+            for (i, &w) in CONT_WORDS.iter().enumerate() {
+                entry[w] = u64::from_le_bytes(word_bytes(&b, i));
             }
             entry[4] = 0;
             n += 1;
@@ -239,16 +247,11 @@ impl Descriptor {
 
     /// Appends the payload bytes of one continuation entry to `out`, at most `want` of them.
     pub fn read_continuation(entry: &[u64; 8], want: usize, out: &mut Vec<u8>) {
-        let mut left = want.min(CONT_BYTES);
-        for &w in &CONT_WORDS {
-            if left == 0 {
-                break;
-            }
-            let b = entry[w].to_le_bytes();
-            let n = left.min(8);
-            out.extend_from_slice(&b[..n]);
-            left -= n;
+        let mut b = [0u8; CONT_BYTES];
+        for (i, &w) in CONT_WORDS.iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&entry[w].to_le_bytes());
         }
+        out.extend_from_slice(&b[..want.min(CONT_BYTES)]);
     }
 
     /// The eight ring words of this descriptor.

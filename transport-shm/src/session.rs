@@ -432,10 +432,16 @@ impl Inner {
         self.tx.slot_freed.notify_waiters();
     }
 
+    #[inline]
     fn corrupt_error(&self) -> Option<TransportError> {
         if !self.status.failed.load(Ordering::Acquire) {
             return None;
         }
+        self.corrupt_error_slow()
+    }
+
+    #[cold]
+    fn corrupt_error_slow(&self) -> Option<TransportError> {
         lock(&self.status.corrupt)
             .as_ref()
             .map(|d| TransportError::corrupt(d.clone()))
@@ -472,6 +478,7 @@ impl Inner {
     }
 
     /// Why sending cannot proceed, if it cannot.
+    #[inline]
     fn send_blocker(&self) -> Option<TransportError> {
         if self.status.closed.load(Ordering::Acquire) {
             return Some(TransportError::Closed);
@@ -782,8 +789,12 @@ impl Inner {
                 return Err(TransportError::Config(format!("transmit ring: {e}")));
             }
         }
-        let (end, tail) = (st.ring.head(), st.ring.cached_tail());
-        st.trim_units(tail);
+        if st.unit_ends.len() as u64 >= st.ring.capacity() {
+            // Trimmed here only once per ring's worth of frames (and by `stats`).
+            let tail = st.ring.consumed_up_to().unwrap_or_else(|_| st.ring.head());
+            st.trim_units(tail);
+        }
+        let end = st.ring.head();
         st.unit_ends.push_back(end);
         if let (Some(slot), Body::Slot { buf, .. }) = (slot, &mut *body) {
             if let Some(b) = buf.take() {
