@@ -109,6 +109,30 @@ fn loom_lesson_14_park_wake_no_lost_wakeup() {
     });
 }
 
+/// What a sender does with a unit: push it, or, when the ring is full, announce the park and
+/// re-check for the whole unit: push it if it fits now, or report that the sender sleeps.
+fn push_or_sleep<S, const W: usize, const STAMPED: bool>(
+    p: &mut Producer<S, W, STAMPED>,
+    first: &[u64; W],
+    rest: &[[u64; W]],
+) -> bool
+where
+    S: std::ops::Deref<Target = [AtomicU64]>,
+{
+    match p.try_push_unit(first, rest) {
+        Ok(()) => false,
+        Err(PushError::Full) => {
+            if p.prepare_park(1 + rest.len() as u64).unwrap() {
+                true
+            } else {
+                p.try_push_unit(first, rest).unwrap();
+                false
+            }
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// The mirror image: a producer facing a full ring parks while the consumer pops; either the
 /// producer sees the space or the consumer sees the flag and wakes it.
 #[test]
@@ -122,18 +146,7 @@ fn loom_producer_waits_for_space_no_lost_wakeup() {
             assert_eq!(c.try_pop().unwrap(), Some([1]));
             c.producer_needs_wake()
         });
-        let slept = match p.try_push(&[2]) {
-            Ok(()) => false,
-            Err(PushError::Full) => {
-                if p.prepare_park(1).unwrap() {
-                    true
-                } else {
-                    p.try_push(&[2]).unwrap();
-                    false
-                }
-            }
-            Err(e) => panic!("{e}"),
-        };
+        let slept = push_or_sleep(&mut p, &[2], &[]);
         let woken = t.join().unwrap();
         if slept {
             assert!(
@@ -166,18 +179,7 @@ fn loom_producer_waits_for_a_whole_unit() {
             woken
         });
         let unit = ([3; 5], [[4; 5]]);
-        let slept = match p.try_push_unit(&unit.0, &unit.1) {
-            Ok(()) => false,
-            Err(PushError::Full) => {
-                if p.prepare_park(2).unwrap() {
-                    true
-                } else {
-                    p.try_push_unit(&unit.0, &unit.1).unwrap();
-                    false
-                }
-            }
-            Err(e) => panic!("{e}"),
-        };
+        let slept = push_or_sleep(&mut p, &unit.0, &unit.1);
         let woken = t.join().unwrap();
         if slept {
             assert!(

@@ -892,46 +892,62 @@ impl Inner {
         }
     }
 
-    /// The waiting part of `send`: parks until the ring has room (boxed by the caller, so the
-    /// common future stays small).
-    async fn send_wait(&self, header: FrameHeader, mut body: Body) -> Result<()> {
+    /// The wait loop of `send` and `recv`. Counted as a local waiter throughout (see
+    /// [`Inner::waiting`]), it retries `attempt`; when that fails, `prepare_park` announces the
+    /// park on the ring and re-checks exactly the condition that failed, and the task sleeps
+    /// only when that re-check says so. `waits` counts the call once.
+    async fn wait_for<T>(
+        &self,
+        waits: &AtomicU64,
+        what: &str,
+        mut attempt: impl FnMut() -> Result<Option<T>>,
+        mut prepare_park: impl FnMut() -> std::result::Result<bool, crate::ring::RingError>,
+    ) -> Result<T> {
         let _waiting = self.waiting();
-        self.seg.counters.send_waits.fetch_add(1, Ordering::Relaxed);
+        waits.fetch_add(1, Ordering::Relaxed);
         loop {
             let notified = self.local.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.try_publish(header, &mut body)? {
-                self.kick_waiters();
-                return Ok(());
+            if let Some(v) = attempt()? {
+                return Ok(v);
             }
-            let may_sleep = lock(&self.tx.state).ring.prepare_park(body.ring_entries());
-            match may_sleep {
+            match prepare_park() {
                 Ok(true) => self.park(notified).await,
                 Ok(false) => {}
-                Err(e) => return Err(self.fail_ring("transmit ring", e)),
+                Err(e) => return Err(self.fail_ring(what, e)),
             }
         }
     }
 
+    /// The waiting part of `send`: parks until the ring has room for the whole frame (boxed
+    /// by the caller, so the common future stays small).
+    async fn send_wait(&self, header: FrameHeader, mut body: Body) -> Result<()> {
+        let needed = body.ring_entries();
+        self.wait_for(
+            &self.seg.counters.send_waits,
+            "transmit ring",
+            || {
+                let sent = self.try_publish(header, &mut body)?;
+                if sent {
+                    self.kick_waiters();
+                }
+                Ok(sent.then_some(()))
+            },
+            || lock(&self.tx.state).ring.prepare_park(needed),
+        )
+        .await
+    }
+
     /// The waiting part of `recv`: parks until a frame arrives or the session ends.
     async fn recv_wait(&self) -> Result<Frame> {
-        let _waiting = self.waiting();
-        self.seg.counters.recv_waits.fetch_add(1, Ordering::Relaxed);
-        loop {
-            let notified = self.local.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(f) = self.take_or_end()? {
-                return Ok(f);
-            }
-            let may_sleep = lock(&self.rx.state).ring.prepare_park();
-            match may_sleep {
-                Ok(true) => self.park(notified).await,
-                Ok(false) => {}
-                Err(e) => return Err(self.fail_ring("receive ring", e)),
-            }
-        }
+        self.wait_for(
+            &self.seg.counters.recv_waits,
+            "receive ring",
+            || self.take_or_end(),
+            || lock(&self.rx.state).ring.prepare_park(),
+        )
+        .await
     }
 
     /// The waiting part of `alloc`: parks until a slot of the class comes back.

@@ -450,74 +450,99 @@ enum Measure {
     Rate,
 }
 
-/// A performance target: `num`'s measure divided by `den`'s, in the same round, against a
-/// bound (at most `bound` for latencies, at least `bound` for rates).
+/// A performance target: the `num` row's measure divided by the `den` row's, both in `mode` at
+/// `size` and from the same round, against a bound (at most `bound` for latencies, at least
+/// `bound` for rates).
 struct Target {
     label: &'static str,
     measure: Measure,
-    num: (&'static str, Mode, u64),
-    den: (&'static str, Mode, u64),
+    num: &'static str,
+    den: &'static str,
+    mode: Mode,
+    size: u64,
     bound: f64,
+}
+
+const fn target(
+    label: &'static str,
+    (num, den): (&'static str, &'static str),
+    mode: Mode,
+    size: u64,
+    bound: f64,
+) -> Target {
+    let measure = match mode {
+        Mode::Stream => Measure::Rate,
+        _ => Measure::P50,
+    };
+    Target {
+        label,
+        measure,
+        num,
+        den,
+        mode,
+        size,
+        bound,
+    }
 }
 
 /// The targets of the performance issue that the rows of a run can check.
 const TARGETS: &[Target] = &[
-    Target {
-        label: "rtt 8 B, both busy: shm / iox2-poll",
-        measure: Measure::P50,
-        num: ("shm", Mode::Rtt, 8),
-        den: ("iox2-poll", Mode::Rtt, 8),
-        bound: 0.5,
-    },
-    Target {
-        label: "rtt 64 B, both busy: shm / iox2-poll",
-        measure: Measure::P50,
-        num: ("shm", Mode::Rtt, 64),
-        den: ("iox2-poll", Mode::Rtt, 64),
-        bound: 0.5,
-    },
-    Target {
-        label: "rtt 8 B, both busy: shm / spin",
-        measure: Measure::P50,
-        num: ("shm", Mode::Rtt, 8),
-        den: ("spin", Mode::Rtt, 8),
-        bound: 2.5,
-    },
-    Target {
-        label: "parked receiver, gap 10 µs: shm / iox2-event",
-        measure: Measure::P50,
-        num: ("shm", Mode::RttGap10us, 8),
-        den: ("iox2-event", Mode::RttGap10us, 8),
-        bound: 0.5,
-    },
-    Target {
-        label: "parked receiver, gap 100 µs: shm / iox2-event",
-        measure: Measure::P50,
-        num: ("shm", Mode::RttGap100us, 8),
-        den: ("iox2-event", Mode::RttGap100us, 8),
-        bound: 0.5,
-    },
-    Target {
-        label: "parked receiver, gap 1 ms: shm / iox2-event",
-        measure: Measure::P50,
-        num: ("shm", Mode::RttGap1ms, 8),
-        den: ("iox2-event", Mode::RttGap1ms, 8),
-        bound: 0.5,
-    },
-    Target {
-        label: "stream 64 B: shm / iox2-poll",
-        measure: Measure::Rate,
-        num: ("shm", Mode::Stream, 64),
-        den: ("iox2-poll", Mode::Stream, 64),
-        bound: 3.0,
-    },
-    Target {
-        label: "stream 1 MiB with copy: shm / iox2-poll",
-        measure: Measure::Rate,
-        num: ("shm", Mode::Stream, 1 << 20),
-        den: ("iox2-poll", Mode::Stream, 1 << 20),
-        bound: 1.0,
-    },
+    target(
+        "rtt 8 B, both busy: shm / iox2-poll",
+        ("shm", "iox2-poll"),
+        Mode::Rtt,
+        8,
+        0.5,
+    ),
+    target(
+        "rtt 64 B, both busy: shm / iox2-poll",
+        ("shm", "iox2-poll"),
+        Mode::Rtt,
+        64,
+        0.5,
+    ),
+    target(
+        "rtt 8 B, both busy: shm / spin",
+        ("shm", "spin"),
+        Mode::Rtt,
+        8,
+        2.5,
+    ),
+    target(
+        "parked receiver, gap 10 µs: shm / iox2-event",
+        ("shm", "iox2-event"),
+        Mode::RttGap10us,
+        8,
+        0.5,
+    ),
+    target(
+        "parked receiver, gap 100 µs: shm / iox2-event",
+        ("shm", "iox2-event"),
+        Mode::RttGap100us,
+        8,
+        0.5,
+    ),
+    target(
+        "parked receiver, gap 1 ms: shm / iox2-event",
+        ("shm", "iox2-event"),
+        Mode::RttGap1ms,
+        8,
+        0.5,
+    ),
+    target(
+        "stream 64 B: shm / iox2-poll",
+        ("shm", "iox2-poll"),
+        Mode::Stream,
+        64,
+        3.0,
+    ),
+    target(
+        "stream 1 MiB with copy: shm / iox2-poll",
+        ("shm", "iox2-poll"),
+        Mode::Stream,
+        1 << 20,
+        1.0,
+    ),
 ];
 
 /// The target check: for each target whose two cells were measured, the ratio in every round
@@ -533,8 +558,8 @@ pub fn target_check(rounds: &[Vec<Record>]) -> String {
         let ratios: Vec<f64> = rounds
             .iter()
             .filter_map(|round| {
-                let n = find(round, t.num.0, t.num.1, t.num.2)?;
-                let d = find(round, t.den.0, t.den.1, t.den.2)?;
+                let n = find(round, t.num, t.mode, t.size)?;
+                let d = find(round, t.den, t.mode, t.size)?;
                 ratio(value(n, t.measure), value(d, t.measure))
             })
             .collect();
