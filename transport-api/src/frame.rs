@@ -57,8 +57,11 @@ impl FrameHeader {
 /// A frame's payload: shared immutable bytes, or a buffer from
 /// [`Transport::alloc`](crate::Transport::alloc).
 ///
-/// Received frames always carry [`Payload::Bytes`]: an owned value that stays valid however long
-/// it is kept (on shared memory it may pin its slot until dropped).
+/// Received frames carry [`Payload::Bytes`], or, for payloads of at most
+/// [`TxBuf::INLINE_CAPACITY`] bytes that a backend copied, a [`Payload::Buf`] holding them inside
+/// the frame (no allocation). Either is an owned value that stays valid however long it is kept
+/// (on shared memory a `Bytes` payload may pin its slot until dropped); read it through
+/// [`Frame::bytes`] or `Deref`, or take it with [`Payload::into_bytes`].
 pub enum Payload {
     /// Immutable shared bytes.
     Bytes(Bytes),

@@ -167,9 +167,9 @@ impl MemTransport {
         match frame.payload {
             Payload::Bytes(b) => (frame.header, b, false),
             Payload::Buf(b) => {
-                // Heap buffers freeze into `Bytes` without a copy; a buffer leased by another
-                // backend is copied once.
-                let zero_copy = b.is_heap();
+                // Heap buffers freeze into `Bytes` without a copy; an inline one, or one leased
+                // by another backend, is copied once.
+                let zero_copy = b.is_heap() && !b.is_inline();
                 (frame.header, b.into_bytes(), zero_copy)
             }
         }
@@ -476,7 +476,8 @@ pub mod conformance {
             Capabilities {
                 boundaries: vec![SMALL.capacity_bytes],
                 zero_copy: true,
-                copies_up_to: 0,
+                // `alloc` buffers this small live inside the `TxBuf` and are copied once.
+                copies_up_to: transport_api::TxBuf::INLINE_CAPACITY,
                 cross_process: false,
                 // One direction holds at most `capacity_bytes`, or one frame of any size
                 // when it was admitted into an empty queue.

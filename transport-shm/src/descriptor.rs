@@ -245,13 +245,15 @@ impl Descriptor {
         n
     }
 
-    /// Appends the payload bytes of one continuation entry to `out`, at most `want` of them.
-    pub fn read_continuation(entry: &[u64; 8], want: usize, out: &mut Vec<u8>) {
+    /// Copies the payload bytes of one continuation entry to the start of `out`: as many as
+    /// fit, at most [`CONT_BYTES`].
+    pub fn read_continuation(entry: &[u64; 8], out: &mut [u8]) {
         let mut b = [0u8; CONT_BYTES];
         for (i, &w) in CONT_WORDS.iter().enumerate() {
             b[i * 8..i * 8 + 8].copy_from_slice(&entry[w].to_le_bytes());
         }
-        out.extend_from_slice(&b[..want.min(CONT_BYTES)]);
+        let n = out.len().min(CONT_BYTES);
+        out[..n].copy_from_slice(&b[..n]);
     }
 
     /// The eight ring words of this descriptor.
@@ -419,9 +421,11 @@ mod tests {
             let back = Descriptor::decode(&first, &g).unwrap();
             assert_eq!(back.len(), len);
             assert_eq!(back.continuations(), n);
-            let mut out = back.inline_head().unwrap().to_vec();
+            let head = back.inline_head().unwrap();
+            let mut out = vec![0u8; len];
+            out[..head.len()].copy_from_slice(head);
             for (k, e) in conts[..n].iter().enumerate() {
-                Descriptor::read_continuation(e, len - INLINE_HEAD - k * CONT_BYTES, &mut out);
+                Descriptor::read_continuation(e, &mut out[INLINE_HEAD + k * CONT_BYTES..]);
             }
             assert_eq!(out, bytes, "len {len}");
         }

@@ -56,7 +56,7 @@ pub use listener::{
 #[cfg(not(loom))]
 pub use os::OsError;
 pub use pool::{HeldSet, Occupancy, PoolError, SenderPool, SlotState};
-pub use ring::{Consumer, Producer, PushError, RingError};
+pub use ring::{Consumer, Producer, PushError, RingError, StampProbe};
 #[cfg(not(loom))]
 pub use segment::{Segment, SegmentError, SideState};
 #[cfg(not(loom))]

@@ -147,6 +147,14 @@ fn check_region(words: usize, capacity: u32, w: usize) -> Result<u64, RingError>
     Ok(u64::from(capacity))
 }
 
+/// The `W` words of the entry at ring position `pos` (`pos < capacity`; `attach` checked that
+/// the region holds every position's words, so the range is in bounds).
+#[inline]
+fn entry_words<const W: usize>(words: &[AtomicU64], pos: u64) -> &[AtomicU64] {
+    let base = CONTROL_WORDS + pos as usize * W;
+    &words[base..base + W]
+}
+
 /// `true` when `x` lies in the wrapping interval `[lo, hi]`.
 fn within(x: u64, lo: u64, hi: u64) -> bool {
     x.wrapping_sub(lo) <= hi.wrapping_sub(lo)
@@ -176,6 +184,29 @@ pub struct Consumer<S, const W: usize, const STAMPED: bool = false> {
     lap_shift: u32,
     tail: u64,
     cached_head: u64,
+}
+
+/// A read-only, lock-free view of a stamped ring's entries: whether the entry at an index is
+/// published. It lets a caller that keeps its [`Consumer`] behind a lock poll for the next entry
+/// with plain loads, taking the lock only once something arrived. Only a hint: the authoritative
+/// answer is the consumer's own [`Consumer::peek`].
+#[derive(Debug, Clone)]
+pub struct StampProbe<S, const W: usize> {
+    words: S,
+    mask: u64,
+    lap_shift: u32,
+}
+
+impl<S: Deref<Target = [AtomicU64]>, const W: usize> StampProbe<S, W> {
+    /// True when the entry at `index` carries the stamp of `index` (`Acquire`): it is published
+    /// and not yet overwritten by a later lap. Any index is accepted (never out of bounds).
+    #[inline]
+    pub fn is_published(&self, index: u64) -> bool {
+        let at = CONTROL_WORDS + (index & self.mask) as usize * W + STAMP_WORD;
+        self.words
+            .get(at)
+            .is_some_and(|w| w.load(Ordering::Acquire) & STAMP_MASK == stamp(index, self.lap_shift))
+    }
 }
 
 /// Producer of the descriptor ring (stamped).
@@ -271,33 +302,36 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
             }
         }
         let mask = self.cap - 1;
+        // The view is resolved once: through `Deref` every access would reload the mapping's
+        // base (the stores below could alias it as far as the compiler knows).
+        let words: &[AtomicU64] = &self.words;
         // `index & mask < cap` and the region holds `cap * W` entry words (checked at attach),
-        // so the word indices below are in bounds.
+        // so the entry ranges below are in bounds.
         for (k, entry) in rest.iter().enumerate() {
             let index = self.head.wrapping_add(1 + k as u64);
-            let base = CONTROL_WORDS + (index & mask) as usize * W;
-            for (i, w) in entry.iter().enumerate() {
+            let slot = entry_words::<W>(words, index & mask);
+            for (i, (dst, w)) in slot.iter().zip(entry).enumerate() {
                 let w = if STAMPED && i == STAMP_WORD {
                     (w & !STAMP_MASK) | stamp(index, self.lap_shift)
                 } else {
                     *w
                 };
-                self.words[base + i].store(w, Ordering::Relaxed);
+                dst.store(w, Ordering::Relaxed);
             }
         }
-        let base = CONTROL_WORDS + (self.head & mask) as usize * W;
-        for (i, w) in first.iter().enumerate() {
+        let slot = entry_words::<W>(words, self.head & mask);
+        for (i, (dst, w)) in slot.iter().zip(first).enumerate() {
             if !(STAMPED && i == STAMP_WORD) {
-                self.words[base + i].store(*w, Ordering::Relaxed);
+                dst.store(*w, Ordering::Relaxed);
             }
         }
         if STAMPED {
             // Last: the stamp publishes the whole unit.
             let w = (first[STAMP_WORD] & !STAMP_MASK) | stamp(self.head, self.lap_shift);
-            self.words[base + STAMP_WORD].store(w, Ordering::Release);
+            slot[STAMP_WORD].store(w, Ordering::Release);
         }
         self.head = self.head.wrapping_add(n);
-        self.words[HEAD].store(self.head, Ordering::Release);
+        words[HEAD].store(self.head, Ordering::Release);
         Ok(())
     }
 
@@ -351,6 +385,19 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
             tail,
             cached_head: head,
         })
+    }
+
+    /// A lock-free probe of this ring's stamps (stamped rings only; see [`StampProbe`]).
+    pub fn probe(&self) -> StampProbe<S, W>
+    where
+        S: Clone,
+    {
+        const { assert!(STAMPED) };
+        StampProbe {
+            words: self.words.clone(),
+            mask: self.cap - 1,
+            lap_shift: self.lap_shift,
+        }
     }
 
     /// Index of the next entry to consume.
@@ -440,10 +487,10 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
     /// before it was published. What it returns for other positions is whatever the memory
     /// holds (plain words, never out of bounds).
     pub fn read(&self, i: u64) -> [u64; W] {
-        let base = CONTROL_WORDS + (self.tail.wrapping_add(i) & (self.cap - 1)) as usize * W;
+        let slot = entry_words::<W>(&self.words, self.tail.wrapping_add(i) & (self.cap - 1));
         let mut out = [0u64; W];
-        for (k, o) in out.iter_mut().enumerate() {
-            *o = self.words[base + k].load(Ordering::Relaxed);
+        for (o, w) in out.iter_mut().zip(slot) {
+            *o = w.load(Ordering::Relaxed);
         }
         if STAMPED {
             out[STAMP_WORD] &= !STAMP_MASK;
@@ -580,6 +627,48 @@ mod tests {
             c.prepare_park(),
             Err(RingError::HeadOutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn probe_sees_exactly_the_published_entries() {
+        let r = region(4, DESC_WORDS);
+        let mut p = DescProducer::attach(r.clone(), 4).unwrap();
+        let mut c = DescConsumer::attach(r.clone(), 4).unwrap();
+        let probe = c.probe();
+        let e = [9u64; DESC_WORDS];
+        for lap in 0..6u64 {
+            let base = lap * 4;
+            assert!(!probe.is_published(base), "lap {lap}: nothing pushed yet");
+            p.try_push(&e).unwrap();
+            p.try_push_unit(&e, &[e]).unwrap();
+            // Published: the single entry and the first entry of the unit; not the unit's
+            // continuation (it carries no stamp of its own), nor what comes after.
+            assert!(probe.is_published(base));
+            assert!(probe.is_published(base + 1));
+            assert!(!probe.is_published(base + 3));
+            // The same positions seen with the previous and the next lap's index: not published.
+            assert!(!probe.is_published(base + 4));
+            if lap > 0 {
+                assert!(!probe.is_published(base - 4), "overwritten by this lap");
+            }
+            // The probe agrees with the consumer, and taking entries does not change what the
+            // stamps say about them until the producer overwrites them a lap later.
+            assert_eq!(c.is_ready().unwrap(), probe.is_published(c.tail()));
+            assert!(c.try_pop().unwrap().is_some());
+            assert!(c.peek().unwrap().is_some());
+            c.advance(2);
+            assert!(probe.is_published(base));
+            assert!(!probe.is_published(c.tail()));
+            assert_eq!(c.is_ready().unwrap(), probe.is_published(c.tail()));
+            p.try_push(&e).unwrap();
+            assert!(probe.is_published(c.tail()));
+            assert!(c.try_pop().unwrap().is_some());
+        }
+        // Absurd indices are answered (their laps' stamps are not in the ring), never out of
+        // bounds.
+        for i in [u64::MAX, u64::MAX - 3, 1 << 63] {
+            assert!(!probe.is_published(i));
+        }
     }
 
     #[test]

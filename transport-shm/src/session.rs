@@ -16,7 +16,10 @@ use crate::descriptor::{
 use crate::layout::{Direction, Side};
 use crate::mapping::SharedWords as Words;
 use crate::pool::{HeldSet, SenderPool};
-use crate::ring::{CompletionConsumer, CompletionProducer, DescConsumer, DescProducer, PushError};
+use crate::ring::{
+    CompletionConsumer, CompletionProducer, DESC_WORDS, DescConsumer, DescProducer, PushError,
+    StampProbe,
+};
 use crate::segment::Segment;
 use bytes::Bytes;
 use std::os::fd::{AsFd, OwnedFd};
@@ -163,9 +166,28 @@ struct RxState {
 struct RxShared {
     seg: Arc<Link>,
     state: Mutex<RxState>,
+    /// Reads the receive ring's stamps without the lock, so that polling an empty ring costs
+    /// two plain loads instead of a lock round trip (see [`RxShared::maybe_ready`]).
+    probe: StampProbe<Words, DESC_WORDS>,
+    /// The consumer's tail, mirrored after every change under the lock, for the probe.
+    next: AtomicU64,
 }
 
 impl RxShared {
+    /// False when the next entry is certainly not published yet, read without the lock. A true
+    /// answer is only a hint (another receiver may take the entry first); a false one may also
+    /// be stale when another task consumed concurrently, and then the next poll sees the new
+    /// tail. Decisions to sleep are made under the lock ([`DescConsumer::prepare_park`]).
+    #[inline]
+    fn maybe_ready(&self) -> bool {
+        self.probe.is_published(self.next.load(Ordering::Acquire))
+    }
+
+    /// Publishes the consumer's tail to [`RxShared::maybe_ready`]; called under the lock.
+    fn mirror_tail(&self, st: &RxState) {
+        self.next.store(st.ring.tail(), Ordering::Release);
+    }
+
     /// Gives a slot back to the sender through the completion ring.
     fn give_back(&self, st: &mut RxState, slot: SlotRef) {
         let _ = st.held.remove(slot);
@@ -329,6 +351,8 @@ impl ShmTransport {
         });
         let rx = Arc::new(RxShared {
             seg: link.clone(),
+            probe: rx_state.ring.probe(),
+            next: AtomicU64::new(rx_state.ring.tail()),
             state: Mutex::new(rx_state),
         });
         let inner = Arc::new(Inner {
@@ -567,12 +591,13 @@ impl Inner {
     /// One receive attempt that also ends the session's stream: `Some(Err)` once the peer is
     /// gone and everything it published was delivered.
     fn take_or_end(&self) -> Result<Option<Frame>> {
-        if let Some(f) = self.try_take()? {
+        if let Some(f) = self.try_take(true)? {
             return Ok(Some(f));
         }
         if let Some(end) = self.recv_end() {
-            // The peer is gone or closed: deliver what it published, then report it.
-            return match self.try_take()? {
+            // The peer is gone or closed: deliver what it published, then report it (asking
+            // the ring itself, not the lock-free hint, before ending the stream).
+            return match self.try_take(false)? {
                 Some(f) => Ok(Some(f)),
                 None => Err(end),
             };
@@ -598,12 +623,17 @@ impl Inner {
         Err(TransportError::corrupt(detail))
     }
 
-    fn try_take(&self) -> Result<Option<Frame>> {
+    /// Takes the next frame if one is published. `probe`: look with the lock-free hint first
+    /// (cheap polling); without it the answer comes from the ring under the lock.
+    fn try_take(&self, probe: bool) -> Result<Option<Frame>> {
         if self.status.closed.load(Ordering::Acquire) {
             return Err(TransportError::Closed);
         }
         if let Some(e) = self.corrupt_error() {
             return Err(e);
+        }
+        if probe && !self.rx.maybe_ready() {
+            return Ok(None);
         }
         let mut st = lock(&self.rx.state);
         let words = match st.ring.peek() {
@@ -633,22 +663,36 @@ impl Inner {
                         1 + conts
                     ));
                 }
-                // Copied out before its entries are given back.
-                let head = desc.inline_head().unwrap_or(&[]);
-                let bytes = if conts == 0 {
-                    Bytes::copy_from_slice(head)
-                } else {
-                    let mut v = Vec::with_capacity(desc.len());
-                    v.extend_from_slice(head);
+                // Copied out before its entries are given back: into the frame itself when it
+                // fits (no allocation), else onto the heap.
+                let len = desc.len();
+                let fill = |out: &mut [u8], ring: &DescConsumer<Words>| {
+                    let head = desc.inline_head().unwrap_or(&[]);
+                    out[..head.len()].copy_from_slice(head);
                     for k in 0..conts {
-                        let want = desc.len() - INLINE_HEAD - k * CONT_BYTES;
-                        Descriptor::read_continuation(&st.ring.read(1 + k as u64), want, &mut v);
+                        if let Some(rest) = out.get_mut(INLINE_HEAD + k * CONT_BYTES..) {
+                            Descriptor::read_continuation(&ring.read(1 + k as u64), rest);
+                        }
                     }
-                    Bytes::from(v)
                 };
-                self.consumed(&mut st, 1 + conts as u64, desc.len());
+                let payload = if len <= TxBuf::INLINE_CAPACITY {
+                    let mut b = TxBuf::heap(len);
+                    fill(&mut b, &st.ring);
+                    Payload::Buf(b)
+                } else {
+                    #[expect(
+                        clippy::slow_vector_initialization,
+                        reason = "`vec![0; len]` calls calloc, which bypasses glibc's per-thread \
+                                  cache and costs about twice a malloc plus a fill at this size"
+                    )]
+                    let mut v = Vec::with_capacity(len);
+                    v.resize(len, 0);
+                    fill(&mut v, &st.ring);
+                    Payload::Bytes(Bytes::from(v))
+                };
+                self.consumed(&mut st, 1 + conts as u64, len);
                 drop(st);
-                bytes
+                payload
             }
             DescPayload::Slot { slot, len } => {
                 let Some((ptr, size)) = self.seg.slot_ptr(self.seg.side.rx(), slot) else {
@@ -664,13 +708,13 @@ impl Inner {
                 st.held_bytes += size as u64;
                 self.consumed(&mut st, 1, desc.len());
                 drop(st);
-                Bytes::from_owner(RxSlot {
+                Payload::Bytes(Bytes::from_owner(RxSlot {
                     rx: self.rx.clone(),
                     slot,
                     ptr,
                     len: (len as usize).min(size),
                     size,
-                })
+                }))
             }
         };
         self.kick_waiters();
@@ -682,6 +726,7 @@ impl Inner {
     /// receive lock).
     fn consumed(&self, st: &mut RxState, entries: u64, len: usize) {
         st.ring.advance(entries);
+        self.rx.mirror_tail(st);
         if st.ring.producer_needs_wake() {
             self.seg.ring_peer();
         }
@@ -1234,6 +1279,7 @@ impl Transport for ShmTransport {
                     }
                 }
             }
+            inner.rx.mirror_tail(&st);
             if st.ring.producer_needs_wake() {
                 inner.seg.ring_peer();
             }
