@@ -261,6 +261,8 @@ struct Inner {
     rx: Arc<RxShared>,
     owner: Arc<dyn LeaseOwner>,
     bell: AsyncFd<OwnedFd>,
+    /// The doorbell rang and its count was not read yet (see [`Inner::park`]).
+    bell_unread: AtomicBool,
     /// Wakes local waiters on status changes and after a doorbell drain.
     local: Notify,
     waiters: AtomicUsize,
@@ -361,6 +363,7 @@ impl ShmTransport {
             tx,
             rx,
             bell: crate::os::async_readable(p.my_bell)?,
+            bell_unread: AtomicBool::new(false),
             local: Notify::new(),
             waiters: AtomicUsize::new(0),
             status: Status::default(),
@@ -542,12 +545,23 @@ impl Inner {
     }
 
     /// Sleeps until the doorbell rings or a local event happens. The caller holds a
-    /// [`Inner::waiting`] guard. Cancel-safe.
+    /// [`Inner::waiting`] guard and re-checks its condition after every return. Cancel-safe.
+    ///
+    /// A ring of the doorbell is answered at once, without reading the eventfd: the caller goes
+    /// straight to the frame, and the read (a system call) is left for the next `park`, which
+    /// then only reads the count and returns for one more re-check. A wake-up is thus never
+    /// consumed without a re-check after it, and while it stays unread the readiness stays set,
+    /// so other waiters of this endpoint return and re-check too.
     async fn park(&self, notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) {
+        let unread = self.bell_unread.swap(false, Ordering::AcqRel);
         tokio::select! {
             _ = notified => {}
             r = self.bell.readable() => {
                 if let Ok(mut g) = r {
+                    if !unread {
+                        self.bell_unread.store(true, Ordering::Release);
+                        return;
+                    }
                     // Reading an eventfd takes its whole count, so after a successful read the
                     // readiness can be cleared at once (a later write raises a new edge); this
                     // saves the extra read that would only return EAGAIN.

@@ -192,3 +192,45 @@ async fn queued_counts_are_frames_not_ring_entries() {
     }
     assert!(a.stats().is_idle() && b.stats().is_idle());
 }
+
+/// A receiver woken by the doorbell takes its frame without reading the eventfd first; the
+/// read is left to its next park. Over many park/wake cycles no wake-up may be lost, and the
+/// stale count left by the last one must not keep the next park from sleeping: on one thread,
+/// a receiver that spun instead would never let the sender run (the test then fails after 60 s
+/// instead of hanging). Every receive parked exactly once.
+#[test]
+fn every_parked_receive_is_woken_although_the_doorbell_is_read_late() {
+    const ROUNDS: u64 = 200;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stats = rt.block_on(async {
+            let (a, b) = pair(cfg()).await.unwrap();
+            let b = Arc::new(b);
+            for i in 0..ROUNDS {
+                let waits = b.stats().recv_waits;
+                let rx = {
+                    let b = b.clone();
+                    tokio::spawn(async move { b.recv().await })
+                };
+                // Send only once the receiver has announced its park.
+                while b.stats().recv_waits == waits {
+                    tokio::task::yield_now().await;
+                }
+                a.send(Frame::new(i.to_le_bytes().to_vec())).await.unwrap();
+                let f = rx.await.unwrap().unwrap();
+                assert_eq!(f.bytes(), i.to_le_bytes(), "round {i}");
+            }
+            b.stats()
+        });
+        let _ = done_tx.send(stats);
+    });
+    let stats = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a parked receiver spun, or was never woken");
+    assert_eq!(stats.recv_waits, ROUNDS, "each receive parked exactly once");
+    assert_eq!(stats.frames_received, ROUNDS);
+}
