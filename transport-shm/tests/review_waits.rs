@@ -30,6 +30,25 @@ impl<F: Future> Future for Counted<F> {
     }
 }
 
+/// Runs the future made by `scenario` on a current-thread runtime of its own thread and returns
+/// its output, or panics with `what` after 60 s. On one thread a task that spins inside a single
+/// poll starves every other task; this turns such a hang into a failing test.
+fn on_one_thread<T, F>(what: &str, scenario: impl FnOnce() -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: Future<Output = T>,
+{
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = done_tx.send(rt.block_on(scenario()));
+    });
+    done_rx.recv_timeout(Duration::from_secs(60)).expect(what)
+}
+
 /// Two tasks waiting on one idle endpoint (here: two `recv`s; a `send` blocked on a full ring
 /// next to a `recv` behaves the same) must sleep. `park`'s `Waiting` guard calls
 /// `local.notify_waiters()` whenever a park ends, and that wakes the other parked task, whose
@@ -120,13 +139,9 @@ async fn alloc_waiter_is_woken_when_another_task_drains_its_completion() {
 /// instead of hanging it.
 #[test]
 fn sender_sleeps_when_a_multi_entry_frame_does_not_fit_yet() {
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let got = rt.block_on(async {
+    let (sent, got) = on_one_thread(
+        "the sender spun instead of sleeping: the receiver never ran",
+        || async {
             let (a, b) = pair(cfg()).await.unwrap();
             let a = Arc::new(a);
             // Ring of 8 entries; the largest inline frame takes 4 of them.
@@ -151,12 +166,8 @@ fn sender_sleeps_when_a_multi_entry_frame_does_not_fit_yet() {
             }
             sender.await.unwrap().unwrap();
             (frames, got)
-        });
-        let _ = done_tx.send(got);
-    });
-    let (sent, got) = done_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the sender spun instead of sleeping: the receiver never ran");
+        },
+    );
     assert_eq!(sent, got);
 }
 
@@ -201,36 +212,25 @@ async fn queued_counts_are_frames_not_ring_entries() {
 #[test]
 fn every_parked_receive_is_woken_although_the_doorbell_is_read_late() {
     const ROUNDS: u64 = 200;
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let stats = rt.block_on(async {
-            let (a, b) = pair(cfg()).await.unwrap();
-            let b = Arc::new(b);
-            for i in 0..ROUNDS {
-                let waits = b.stats().recv_waits;
-                let rx = {
-                    let b = b.clone();
-                    tokio::spawn(async move { b.recv().await })
-                };
-                // Send only once the receiver has announced its park.
-                while b.stats().recv_waits == waits {
-                    tokio::task::yield_now().await;
-                }
-                a.send(Frame::new(i.to_le_bytes().to_vec())).await.unwrap();
-                let f = rx.await.unwrap().unwrap();
-                assert_eq!(f.bytes(), i.to_le_bytes(), "round {i}");
+    let stats = on_one_thread("a parked receiver spun, or was never woken", || async {
+        let (a, b) = pair(cfg()).await.unwrap();
+        let b = Arc::new(b);
+        for i in 0..ROUNDS {
+            let waits = b.stats().recv_waits;
+            let rx = {
+                let b = b.clone();
+                tokio::spawn(async move { b.recv().await })
+            };
+            // Send only once the receiver has announced its park.
+            while b.stats().recv_waits == waits {
+                tokio::task::yield_now().await;
             }
-            b.stats()
-        });
-        let _ = done_tx.send(stats);
+            a.send(Frame::new(i.to_le_bytes().to_vec())).await.unwrap();
+            let f = rx.await.unwrap().unwrap();
+            assert_eq!(f.bytes(), i.to_le_bytes(), "round {i}");
+        }
+        b.stats()
     });
-    let stats = done_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a parked receiver spun, or was never woken");
     assert_eq!(stats.recv_waits, ROUNDS, "each receive parked exactly once");
     assert_eq!(stats.frames_received, ROUNDS);
 }
