@@ -35,6 +35,7 @@ pub mod ring;
 pub mod segment;
 #[cfg(not(loom))]
 mod session;
+mod spin_lock;
 mod sync;
 
 #[cfg(all(test, not(loom)))]

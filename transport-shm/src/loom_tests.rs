@@ -339,3 +339,25 @@ fn loom_stamped_park_wake_no_lost_wakeup() {
         }
     });
 }
+
+/// The endpoint lock: two holders each add 1 to a value with `Relaxed` loads and stores. Only
+/// the lock's exclusion and its Acquire/Release hand-over make the second holder see the first
+/// one's write; a lost update would leave 1.
+#[test]
+fn loom_spin_lock_excludes_and_publishes() {
+    use crate::spin_lock::SpinMutex;
+    use crate::sync::Ordering::Relaxed;
+    loom::model(|| {
+        let m = Arc::new(SpinMutex::new(AtomicU64::new(0)));
+        let m2 = m.clone();
+        let add = |m: &SpinMutex<AtomicU64>| {
+            let g = m.lock();
+            let v = g.load(Relaxed);
+            g.store(v + 1, Relaxed);
+        };
+        let t = thread::spawn(move || add(&m2));
+        add(&m);
+        t.join().unwrap();
+        assert_eq!(m.lock().load(Relaxed), 2);
+    });
+}

@@ -2,8 +2,9 @@
 //!
 //! Concurrency: the transmit side (descriptor producer, completion consumer, slot pool) and the
 //! receive side (descriptor consumer, held set, completion producer) each sit behind one short
-//! `std::sync::Mutex` that is never held across an `.await`, so any number of tasks may send and
-//! receive at once while each ring keeps exactly one producer and one consumer (LESSONS 1).
+//! lock ([`SpinMutex`], whose unlock is a plain store) that is never held across an `.await`, so
+//! any number of tasks may send and receive at once while each ring keeps exactly one producer
+//! and one consumer (LESSONS 1).
 //!
 //! Waiting: a task that finds nothing to do spins briefly, then announces it parks (a flag in
 //! shared memory, see [`crate::ring`]) and awaits its own eventfd through tokio's `AsyncFd`.
@@ -25,6 +26,8 @@ use bytes::Bytes;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use crate::spin_lock::{SpinGuard, SpinMutex};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
@@ -44,10 +47,15 @@ fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Critical sections only move ring indices and pool bookkeeping that is consistent at every
-    // statement boundary relevant to a panic (none of them panics on peer input), so a poisoned
-    // lock carries no broken invariant.
+/// Takes an endpoint's transmit or receive lock.
+#[inline]
+pub(crate) fn lock<T>(m: &SpinMutex<T>) -> SpinGuard<'_, T> {
+    m.lock()
+}
+
+/// Takes a lock off the hot path (the corruption detail). A poisoned lock carries no broken
+/// invariant: the value is a whole `Option<String>` at every point a panic could leave from.
+fn lock_std<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -106,7 +114,7 @@ impl TxState {
 pub(crate) struct TxShared {
     /// Keeps the mapping (and our end of the socket) alive while leased buffers exist.
     pub(crate) link: Arc<Link>,
-    pub(crate) state: Mutex<TxState>,
+    pub(crate) state: SpinMutex<TxState>,
     /// Tasks waiting for a slot; woken when a leased buffer is dropped unsent.
     pub(crate) slot_freed: Notify,
 }
@@ -165,7 +173,7 @@ struct RxState {
 /// Receive side.
 struct RxShared {
     seg: Arc<Link>,
-    state: Mutex<RxState>,
+    state: SpinMutex<RxState>,
     /// Reads the receive ring's stamps without the lock, so that polling an empty ring costs
     /// two plain loads instead of a lock round trip (see [`RxShared::maybe_ready`]).
     probe: StampProbe<Words, DESC_WORDS>,
@@ -348,14 +356,14 @@ impl ShmTransport {
         let max_payload = tx_state.pool.max_payload();
         let tx = Arc::new(TxShared {
             link: link.clone(),
-            state: Mutex::new(tx_state),
+            state: SpinMutex::new(tx_state),
             slot_freed: Notify::new(),
         });
         let rx = Arc::new(RxShared {
             seg: link.clone(),
             probe: rx_state.ring.probe(),
             next: AtomicU64::new(rx_state.ring.tail()),
-            state: Mutex::new(rx_state),
+            state: SpinMutex::new(rx_state),
         });
         let inner = Arc::new(Inner {
             seg: link,
@@ -448,7 +456,7 @@ async fn watch(sock: OwnedFd, pidfd: Option<AsyncFd<OwnedFd>>, inner: Weak<Inner
 
 impl Inner {
     fn fail(&self, detail: String) {
-        let mut c = lock(&self.status.corrupt);
+        let mut c = lock_std(&self.status.corrupt);
         if c.is_none() {
             tracing::warn!(backend = "shm", %detail, "session closed: the peer broke the protocol");
             *c = Some(detail);
@@ -469,7 +477,7 @@ impl Inner {
 
     #[cold]
     fn corrupt_error_slow(&self) -> Option<TransportError> {
-        lock(&self.status.corrupt)
+        lock_std(&self.status.corrupt)
             .as_ref()
             .map(|d| TransportError::corrupt(d.clone()))
     }

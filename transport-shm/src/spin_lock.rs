@@ -1,0 +1,168 @@
+//! A mutual-exclusion lock for the endpoint's hot critical sections, whose unlock is a plain
+//! store.
+//!
+//! `std::sync::Mutex` unlocks with an atomic swap (it must learn whether a thread sleeps on the
+//! futex). On x86 that is a locked instruction: it waits until every earlier store of this core
+//! is visible to the others. Right after a publish, that store is the ring entry the peer's CPU
+//! is polling, so the unlock stalls for a cache-line round trip on every frame. A lock released
+//! by a `Release` store (a plain `mov` on x86) lets the core go on while the line travels.
+//!
+//! The critical sections it guards are short and never `.await` (ring bookkeeping, a copy of at
+//! most a few hundred bytes), so a contender spins briefly and then yields its thread; it never
+//! sleeps on a futex. Nothing here reads shared memory written by the peer: the lock word is
+//! process-local.
+//!
+//! Under `--cfg loom` the lock word is a loom atomic, and a loom model
+//! (`loom_spin_lock_excludes_and_publishes`) checks exclusion and the Acquire/Release hand-over.
+//!
+//! Like the endpoint's former `Mutex` use, a panic while the lock is held does not poison it:
+//! every guarded state is consistent at each statement a panic could leave from.
+
+use crate::sync::{AtomicBool, Ordering};
+use std::cell::UnsafeCell;
+use std::ops::{Deref, DerefMut};
+
+/// A lock around a `T`, for sections that are short and never cross an `.await`.
+#[derive(Debug, Default)]
+pub(crate) struct SpinMutex<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out access to `value` to one holder at a time (the guard exists only
+// while `locked` was set by this holder's successful compare-exchange, and is cleared only by
+// its drop), exactly like `std::sync::Mutex`, which is `Sync` for `T: Send`.
+unsafe impl<T: Send> Sync for SpinMutex<T> {}
+
+/// Exclusive access to the value of a [`SpinMutex`]; unlocks when dropped.
+pub(crate) struct SpinGuard<'a, T> {
+    lock: &'a SpinMutex<T>,
+}
+
+impl<T> SpinMutex<T> {
+    /// A new, unlocked lock around `value`.
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Takes the lock, spinning (then yielding the thread) while another holder has it.
+    #[inline]
+    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+        SpinGuard { lock: self }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                backoff(&mut spins);
+            }
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// One round of waiting for the holder: a short spin, then yielding the thread (the holder may
+/// have been preempted and need this CPU).
+#[cfg(not(loom))]
+fn backoff(spins: &mut u32) {
+    if *spins < 100 {
+        *spins += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// Under loom every wait round yields to the model's scheduler.
+#[cfg(loom)]
+fn backoff(_spins: &mut u32) {
+    loom::thread::yield_now();
+}
+
+impl<T> Deref for SpinGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard exists only while its holder owns the lock (see `lock`), so no
+        // other reference to the value exists until the guard is dropped.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only access through the guard.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn holders_are_mutually_exclusive() {
+        // Non-atomic read-modify-writes under the lock: any overlap of two holders loses an
+        // increment, which the final count would show.
+        let m = Arc::new(SpinMutex::new((0u64, 0u64)));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50_000 {
+                        let mut g = m.lock();
+                        let v = g.0;
+                        std::hint::black_box(&mut *g);
+                        g.0 = v + 1;
+                        g.1 = g.1.wrapping_add(v);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let g = m.lock();
+        assert_eq!(g.0, 200_000);
+        assert_eq!(g.1, (0..200_000u64).sum::<u64>());
+    }
+
+    #[test]
+    fn a_panicking_holder_releases_the_lock() {
+        let m = Arc::new(SpinMutex::new(1u32));
+        let m2 = m.clone();
+        let r = std::thread::spawn(move || {
+            let _g = m2.lock();
+            panic!("holder fails");
+        })
+        .join();
+        assert!(r.is_err());
+        *m.lock() += 1;
+        assert_eq!(*m.lock(), 2);
+    }
+}
