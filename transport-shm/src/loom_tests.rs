@@ -161,7 +161,8 @@ fn loom_producer_waits_for_space_no_lost_wakeup() {
 
 /// A producer waiting to push a unit of 2 entries into a full ring of 2 while the consumer
 /// frees one entry at a time: when the re-check says "do not sleep", the unit fits (no retry
-/// loop), and when the producer sleeps, one of the consumer's pops sees its flag.
+/// loop), and when the producer sleeps, the consumer's second pop sees its announcement. The
+/// first pop, after which the unit does not fit yet, never wakes it.
 #[test]
 fn loom_producer_waits_for_a_whole_unit() {
     loom::model(|| {
@@ -174,7 +175,9 @@ fn loom_producer_waits_for_a_whole_unit() {
             let mut woken = false;
             for i in 1..=2u64 {
                 assert_eq!(c.try_pop().unwrap(), Some([i; 5]));
-                woken |= c.producer_needs_wake();
+                let wake = c.producer_needs_wake();
+                assert!(!(wake && i == 1), "woken while the unit does not fit");
+                woken |= wake;
             }
             woken
         });

@@ -6,7 +6,8 @@
 //! word 0  head             (producer's line: written by the producer on every push)
 //! word 8  tail             (consumer's line: written by the consumer on every pop)
 //! word 16 consumer_parked  (own line: written only when the consumer parks or is woken)
-//! word 24 producer_parked  (own line: written only when the producer parks or is woken)
+//! word 24 producer_parked  (own line: written only when the producer parks or is woken;
+//!                          0, or 1 + the tail at which the waiting producer's unit fits)
 //! word 32 entry 0 (W words), entry 1, …
 //!
 //! The parking flags sit on lines of their own: the producer reads `consumer_parked` after every
@@ -40,7 +41,8 @@
 //!   18).
 //! * The mirror image serves a producer that waits for space: [`Producer::prepare_park`] /
 //!   [`Producer::unpark`], and the consumer calls [`Consumer::producer_needs_wake`] after
-//!   popping.
+//!   popping. The producer announces the tail at which its whole unit fits, so a producer
+//!   waiting for several entries is woken once, by the pop that makes room, not by every pop.
 
 use std::ops::Deref;
 
@@ -153,6 +155,24 @@ fn check_region(words: usize, capacity: u32, w: usize) -> Result<u64, RingError>
 fn entry_words<const W: usize>(words: &[AtomicU64], pos: u64) -> &[AtomicU64] {
     let base = CONTROL_WORDS + pos as usize * W;
     &words[base..base + W]
+}
+
+/// The `producer_parked` word announcing that the producer waits until the consumer's tail
+/// reaches `wake_at`: never 0, which means "not parked". (The word 1, written by producers that
+/// announced a bare flag, stands for "wake at any tail".)
+fn park_word(wake_at: u64) -> u64 {
+    wake_at.wrapping_add(1).max(1)
+}
+
+/// The tail a `producer_parked` word (nonzero) waits for.
+fn park_threshold(word: u64) -> u64 {
+    word.wrapping_sub(1)
+}
+
+/// `true` when `tail` has reached the threshold announced by the nonzero park word `word`
+/// (wrapping comparison: indices never get 2^63 apart).
+fn reached(tail: u64, word: u64) -> bool {
+    tail.wrapping_sub(park_threshold(word)) < 1 << 63
 }
 
 /// `true` when `x` lies in the wrapping interval `[lo, hi]`.
@@ -349,11 +369,31 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
     /// cleared again); retry the push. `needed` must be the size of the unit that failed:
     /// checking for less would report room that the push cannot use, and the caller would
     /// spin instead of sleeping.
+    ///
+    /// The announcement is the tail at which the unit fits ([`park_word`]): the consumer wakes
+    /// this producer only once its tail reaches it, not on every pop. Local waiters of one
+    /// producer share the word (the caller serialises them); the earliest threshold is kept.
     pub fn prepare_park(&mut self, needed: u64) -> Result<bool, RingError> {
-        self.words[PRODUCER_PARKED].store(1, Ordering::SeqCst);
+        let needed = needed.max(1);
+        let mine = park_word(self.head.wrapping_add(needed).wrapping_sub(self.cap));
+        let word = &self.words[PRODUCER_PARKED];
+        // Always written (even when an earlier threshold is kept), so that the Dekker pairing
+        // with the consumer's "store tail, fence, load word" holds for this call's own store.
+        let mut cur = word.load(Ordering::SeqCst);
+        loop {
+            let keep = if cur != 0 && reached(park_threshold(mine), cur) {
+                cur
+            } else {
+                mine
+            };
+            match word.compare_exchange(cur, keep, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
         fence(Ordering::SeqCst);
         let tail = self.load_tail()?;
-        if self.head.wrapping_sub(tail) + needed.max(1) > self.cap {
+        if self.head.wrapping_sub(tail) + needed > self.cap {
             Ok(true)
         } else {
             self.unpark();
@@ -534,11 +574,15 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
         self.words[CONSUMER_PARKED].store(0, Ordering::SeqCst);
     }
 
-    /// Call after popping: `true` (once per park) when the producer waits for space, so the
-    /// caller must write the producer's eventfd. Clears the flag.
+    /// Call after popping: `true` (once per park) when the producer waits for space and its
+    /// unit now fits (the tail reached its announced threshold), so the caller must write the
+    /// producer's eventfd. Clears the announcement. Any word the peer wrote is accepted: a
+    /// nonsensical threshold only wakes it early or not at all, which is its own loss.
     pub fn producer_needs_wake(&self) -> bool {
         fence(Ordering::SeqCst);
-        self.words[PRODUCER_PARKED].load(Ordering::SeqCst) != 0
+        let w = self.words[PRODUCER_PARKED].load(Ordering::SeqCst);
+        w != 0
+            && reached(self.tail, w)
             && self.words[PRODUCER_PARKED].swap(0, Ordering::SeqCst) != 0
     }
 }
@@ -790,7 +834,8 @@ mod tests {
         // Producer waits for space; the consumer's pop wakes it once.
         assert_eq!(p.try_push(&[4]), Err(PushError::Full));
         assert!(p.prepare_park(1).unwrap());
-        assert_eq!(r[PRODUCER_PARKED].load(Ordering::Relaxed), 1);
+        // Announced as "wake me when the tail reaches 2" (head 3 + 1 entry - capacity 2).
+        assert_eq!(r[PRODUCER_PARKED].load(Ordering::Relaxed), park_word(2));
         assert_eq!(c.try_pop().unwrap(), Some([2]));
         assert!(c.producer_needs_wake());
         assert!(!c.producer_needs_wake());
@@ -833,5 +878,60 @@ mod tests {
         assert_eq!(c.try_pop().unwrap(), Some([1]));
         assert!(!p.prepare_park(3).unwrap());
         p.try_push_unit(&[3], &[[4], [5]]).unwrap();
+    }
+
+    #[test]
+    fn a_parked_producer_is_woken_once_its_unit_fits() {
+        let r = region(4, 1);
+        let mut p = Producer::<_, 1>::attach(r.clone(), 4).unwrap();
+        let mut c = Consumer::<_, 1>::attach(r.clone(), 4).unwrap();
+        for i in 0..4 {
+            p.try_push(&[i]).unwrap();
+        }
+        // A unit of three waits for three pops: the first two do not wake the producer.
+        assert!(p.prepare_park(3).unwrap());
+        for i in 0..2 {
+            assert_eq!(c.try_pop().unwrap(), Some([i]));
+            assert!(
+                !c.producer_needs_wake(),
+                "woken after pop {i}, the unit does not fit"
+            );
+        }
+        assert_eq!(c.try_pop().unwrap(), Some([2]));
+        assert!(c.producer_needs_wake());
+        assert!(!c.producer_needs_wake(), "one wake per park");
+        p.try_push_unit(&[4], &[[5], [6]]).unwrap();
+
+        // Two local waiters share the word: the earliest threshold wins, in either order.
+        assert!(p.prepare_park(3).unwrap());
+        assert!(p.prepare_park(1).unwrap());
+        assert_eq!(c.try_pop().unwrap(), Some([3]));
+        assert!(
+            c.producer_needs_wake(),
+            "the waiter for one entry is woken by one pop"
+        );
+        p.try_push(&[7]).unwrap();
+        assert!(p.prepare_park(1).unwrap());
+        assert!(p.prepare_park(2).unwrap());
+        assert_eq!(c.try_pop().unwrap(), Some([4]));
+        assert!(c.producer_needs_wake());
+    }
+
+    #[test]
+    fn any_park_word_from_the_peer_is_handled() {
+        let r = region(4, 1);
+        let mut c = Consumer::<_, 1>::attach(r.clone(), 4).unwrap();
+        let mut p = Producer::<_, 1>::attach(r.clone(), 4).unwrap();
+        p.try_push(&[1]).unwrap();
+        assert_eq!(c.try_pop().unwrap(), Some([1]));
+        // The bare flag of the 0/1 protocol means "wake at any tail".
+        r[PRODUCER_PARKED].store(1, Ordering::SeqCst);
+        assert!(c.producer_needs_wake());
+        for w in [u64::MAX, 1 << 63, (1 << 63) + 1, 2, 3, 12345] {
+            r[PRODUCER_PARKED].store(w, Ordering::SeqCst);
+            let woken = c.producer_needs_wake();
+            assert_eq!(woken, reached(c.tail(), w), "word {w:#x}");
+            assert_eq!(r[PRODUCER_PARKED].load(Ordering::SeqCst) == 0, woken);
+        }
     }
 }
