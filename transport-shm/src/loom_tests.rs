@@ -364,3 +364,33 @@ fn loom_spin_lock_excludes_and_publishes() {
         assert_eq!(m.lock().load(Relaxed), 2);
     });
 }
+
+/// Two local waiters of one producer (serialised, as under the transmit lock) announce
+/// different thresholds while the consumer pops one entry: A waits for a unit of two entries,
+/// then B for a single entry. If B sleeps, that pop must wake the endpoint (the doorbell wakes
+/// every local waiter, and each re-checks): the word must keep B's earlier threshold, not A's.
+/// (If B finds room it publishes and kicks the local waiters, which is not modelled here.)
+#[test]
+fn loom_two_local_waiters_share_the_park_word() {
+    loom::model(|| {
+        let r = region(2, 1);
+        let mut p = Producer::<_, 1>::attach(r.clone(), 2).unwrap();
+        let mut c = Consumer::<_, 1>::attach(r, 2).unwrap();
+        p.try_push(&[1]).unwrap();
+        p.try_push(&[2]).unwrap();
+        let t = thread::spawn(move || {
+            assert_eq!(c.try_pop().unwrap(), Some([1]));
+            c.producer_needs_wake()
+        });
+        let a_sleeps = p.prepare_park(2).unwrap();
+        let b_sleeps = p.prepare_park(1).unwrap();
+        let woken = t.join().unwrap();
+        assert!(a_sleeps, "one pop never makes room for two entries");
+        if b_sleeps {
+            assert!(
+                woken,
+                "lost wake-up: B sleeps, the pop that made its room woke nobody"
+            );
+        }
+    });
+}

@@ -170,9 +170,9 @@ fn park_threshold(word: u64) -> u64 {
 }
 
 /// `true` when `tail` has reached the threshold announced by the nonzero park word `word`
-/// (wrapping comparison: indices never get 2^63 apart).
+/// (wrapping comparison: indices never get 2^63 apart). The word 1 is reached by every tail.
 fn reached(tail: u64, word: u64) -> bool {
-    tail.wrapping_sub(park_threshold(word)) < 1 << 63
+    word == 1 || tail.wrapping_sub(park_threshold(word)) < 1 << 63
 }
 
 /// `true` when `x` lies in the wrapping interval `[lo, hi]`.
@@ -379,17 +379,26 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
         let word = &self.words[PRODUCER_PARKED];
         // Always written (even when an earlier threshold is kept), so that the Dekker pairing
         // with the consumer's "store tail, fence, load word" holds for this call's own store.
+        // The peer may write the word too (to clear it, or, if hostile, at will): after a few
+        // lost races our own threshold is simply stored.
         let mut cur = word.load(Ordering::SeqCst);
-        loop {
+        let mut stored = false;
+        for _ in 0..4 {
             let keep = if cur != 0 && reached(park_threshold(mine), cur) {
                 cur
             } else {
                 mine
             };
             match word.compare_exchange(cur, keep, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => break,
+                Ok(_) => {
+                    stored = true;
+                    break;
+                }
                 Err(now) => cur = now,
             }
+        }
+        if !stored {
+            word.store(mine, Ordering::SeqCst);
         }
         fence(Ordering::SeqCst);
         let tail = self.load_tail()?;

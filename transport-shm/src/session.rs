@@ -196,15 +196,13 @@ impl RxShared {
         self.next.store(st.ring.tail(), Ordering::Release);
     }
 
-    /// Gives a slot back to the sender through the completion ring.
-    fn give_back(&self, st: &mut RxState, slot: SlotRef) {
+    /// Gives a slot back to the sender through the completion ring. `true` when the sender
+    /// waits for it: the caller rings its doorbell once the receive lock is released.
+    #[must_use]
+    fn give_back(&self, st: &mut RxState, slot: SlotRef) -> bool {
         let _ = st.held.remove(slot);
         match st.completions.try_push(&[slot.to_entry()]) {
-            Ok(()) => {
-                if st.completions.consumer_needs_wake() {
-                    self.seg.ring_peer();
-                }
-            }
+            Ok(()) => st.completions.consumer_needs_wake(),
             // The ring holds every slot of the direction, so it can only be full if the peer
             // stopped draining it while also publishing more slots than exist: it is broken or
             // gone, and the slot is simply not returned.
@@ -213,7 +211,8 @@ impl RxShared {
                     backend = "shm",
                     ?slot,
                     "completion ring unusable; slot not returned"
-                )
+                );
+                false
             }
         }
     }
@@ -248,7 +247,11 @@ impl Drop for RxSlot {
     fn drop(&mut self) {
         let mut st = lock(&self.rx.state);
         st.held_bytes = st.held_bytes.saturating_sub(self.size as u64);
-        self.rx.give_back(&mut st, self.slot);
+        let wake = self.rx.give_back(&mut st, self.slot);
+        drop(st);
+        if wake {
+            self.rx.seg.ring_peer();
+        }
     }
 }
 
@@ -712,8 +715,11 @@ impl Inner {
                     fill(&mut v, &st.ring);
                     Payload::Bytes(Bytes::from(v))
                 };
-                self.consumed(&mut st, 1 + conts as u64, len);
+                let wake = self.consumed(&mut st, 1 + conts as u64, len);
                 drop(st);
+                if wake {
+                    self.seg.ring_peer();
+                }
                 payload
             }
             DescPayload::Slot { slot, len } => {
@@ -728,8 +734,11 @@ impl Inner {
                     return self.corrupt(format!("descriptor reuses a held slot: {e}"));
                 }
                 st.held_bytes += size as u64;
-                self.consumed(&mut st, 1, desc.len());
+                let wake = self.consumed(&mut st, 1, desc.len());
                 drop(st);
+                if wake {
+                    self.seg.ring_peer();
+                }
                 Payload::Bytes(Bytes::from_owner(RxSlot {
                     rx: self.rx.clone(),
                     slot,
@@ -743,17 +752,17 @@ impl Inner {
         Ok(Some(Frame::with_header(desc.header, payload)))
     }
 
-    /// Gives the `entries` of a frame of `len` bytes back to the producer, wakes it if it waits
-    /// for room, and counts the frame (receive counters are written only here, under the
-    /// receive lock).
-    fn consumed(&self, st: &mut RxState, entries: u64, len: usize) {
+    /// Gives the `entries` of a frame of `len` bytes back to the producer and counts the frame
+    /// (receive counters are written only here, under the receive lock). `true` when the
+    /// producer waits for this room: the caller rings its doorbell once the lock is released.
+    #[must_use]
+    fn consumed(&self, st: &mut RxState, entries: u64, len: usize) -> bool {
         st.ring.advance(entries);
         self.rx.mirror_tail(st);
-        if st.ring.producer_needs_wake() {
-            self.seg.ring_peer();
-        }
+        let wake = st.ring.producer_needs_wake();
         bump(&self.seg.counters.frames_received, 1);
         bump(&self.seg.counters.bytes_received, len as u64);
+        wake
     }
 
     /// The peer's death is noticed under the transmit lock (in-flight slots reclaimed) before
@@ -1280,8 +1289,9 @@ impl Transport for ShmTransport {
         inner.seg.seg.mark_closed(inner.seg.side);
         let _ = rustix::io::write(&inner.seg.sock, &[MSG_CLOSE]);
         // Discard what we will never read, returning its slots to the peer.
-        {
+        let wake = {
             let mut st = lock(&inner.rx.state);
+            let mut wake = false;
             // At most one ring's worth: a peer that keeps publishing cannot keep `close` here.
             let mut budget = st.ring.capacity();
             while let Ok(Some(words)) = st.ring.peek() {
@@ -1297,14 +1307,16 @@ impl Transport for ShmTransport {
                 st.ring.advance(entries);
                 if let DescPayload::Slot { slot, .. } = desc.payload {
                     if st.held.insert(slot).is_ok() {
-                        inner.rx.give_back(&mut st, slot);
+                        wake |= inner.rx.give_back(&mut st, slot);
                     }
                 }
             }
             inner.rx.mirror_tail(&st);
-            if st.ring.producer_needs_wake() {
-                inner.seg.ring_peer();
-            }
+            wake | st.ring.producer_needs_wake()
+        };
+        // One doorbell serves both rings: the peer's sender re-checks its ring and its slots.
+        if wake {
+            inner.seg.ring_peer();
         }
         inner.local.notify_waiters();
         inner.tx.slot_freed.notify_waiters();

@@ -7,10 +7,11 @@
 //! is polling, so the unlock stalls for a cache-line round trip on every frame. A lock released
 //! by a `Release` store (a plain `mov` on x86) lets the core go on while the line travels.
 //!
-//! The critical sections it guards are short and never `.await` (ring bookkeeping, a copy of at
-//! most a few hundred bytes), so a contender spins briefly and then yields its thread; it never
-//! sleeps on a futex. Nothing here reads shared memory written by the peer: the lock word is
-//! process-local.
+//! The critical sections it guards are short and never `.await`: ring bookkeeping, a copy of at
+//! most a few hundred bytes, a small allocation. Wake-up system calls (the peer's eventfd) are
+//! made after the lock is released. A contender spins briefly, then yields its thread, then
+//! sleeps in short steps; it never sleeps on a futex. Nothing here reads shared memory written by
+//! the peer: the lock word is process-local.
 //!
 //! Under `--cfg loom` the lock word is a loom atomic, and a loom model
 //! (`loom_spin_lock_excludes_and_publishes`) checks exclusion and the Acquire/Release hand-over.
@@ -20,6 +21,7 @@
 
 use crate::sync::{AtomicBool, Ordering};
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
 /// A lock around a `T`, for sections that are short and never cross an `.await`.
@@ -35,9 +37,18 @@ pub(crate) struct SpinMutex<T> {
 unsafe impl<T: Send> Sync for SpinMutex<T> {}
 
 /// Exclusive access to the value of a [`SpinMutex`]; unlocks when dropped.
+///
+/// Like `std::sync::MutexGuard` it is not `Send` (a future holding it across an `.await` cannot
+/// be spawned on a multi-thread runtime, which keeps the "never across an await" rule checked by
+/// the compiler), and it is `Sync` only when `T` is.
 pub(crate) struct SpinGuard<'a, T> {
     lock: &'a SpinMutex<T>,
+    _not_send: PhantomData<*const ()>,
 }
+
+// SAFETY: sharing `&SpinGuard` between threads shares only `&T` (through `Deref`), which is
+// sound exactly when `T: Sync`; the raw-pointer marker above only serves to opt out of `Send`.
+unsafe impl<T: Sync> Sync for SpinGuard<'_, T> {}
 
 impl<T> SpinMutex<T> {
     /// A new, unlocked lock around `value`.
@@ -58,7 +69,10 @@ impl<T> SpinMutex<T> {
         {
             self.lock_contended();
         }
-        SpinGuard { lock: self }
+        SpinGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
     }
 
     #[cold]
@@ -80,14 +94,17 @@ impl<T> SpinMutex<T> {
 }
 
 /// One round of waiting for the holder: a short spin, then yielding the thread (the holder may
-/// have been preempted and need this CPU).
+/// have been preempted and need this CPU), and after that short sleeps: under real-time
+/// priorities a yield never hands the CPU to a lower-priority holder, a sleep does.
 #[cfg(not(loom))]
 fn backoff(spins: &mut u32) {
-    if *spins < 100 {
-        *spins += 1;
+    *spins = spins.saturating_add(1);
+    if *spins <= 100 {
         std::hint::spin_loop();
-    } else {
+    } else if *spins <= 200 {
         std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(50));
     }
 }
 
