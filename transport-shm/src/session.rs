@@ -168,6 +168,9 @@ struct RxState {
     held: HeldSet,
     /// Bytes of the slots in `held` (received payloads not dropped yet).
     held_bytes: u64,
+    /// `bytes_received` and `frames_received` when a receive last had to wait (see
+    /// [`Inner::spin_longer_after_large_frames`]); touched only on that slow path.
+    waited_at: (u64, u64),
 }
 
 /// Receive side.
@@ -179,9 +182,6 @@ struct RxShared {
     probe: StampProbe<Words, DESC_WORDS>,
     /// The consumer's tail, mirrored after every change under the lock, for the probe.
     next: AtomicU64,
-    /// `bytes_received` and `frames_received` when a receive last had to wait (see
-    /// [`Inner::spin_longer_after_large_frames`]); touched only on that slow path.
-    waited_at: [AtomicU64; 2],
 }
 
 impl RxShared {
@@ -349,6 +349,7 @@ impl ShmTransport {
                 .map_err(corrupt("return ring"))?,
             held: HeldSet::new(p.seg.layout().geometry()),
             held_bytes: 0,
+            waited_at: (0, 0),
         };
         p.seg.mark_attached(p.side, crate::os::current_pid());
         let ring_capacity = p.seg.layout().ring_capacity();
@@ -369,7 +370,6 @@ impl ShmTransport {
             seg: link.clone(),
             probe: rx_state.ring.probe(),
             next: AtomicU64::new(rx_state.ring.tail()),
-            waited_at: [AtomicU64::new(0), AtomicU64::new(0)],
             state: SpinMutex::new(rx_state),
         });
         let inner = Arc::new(Inner {
@@ -634,8 +634,8 @@ impl Inner {
         let c = &self.seg.counters;
         let bytes = c.bytes_received.load(Ordering::Relaxed);
         let frames = c.frames_received.load(Ordering::Relaxed);
-        let bytes = bytes.wrapping_sub(self.rx.waited_at[0].swap(bytes, Ordering::Relaxed));
-        let frames = frames.wrapping_sub(self.rx.waited_at[1].swap(frames, Ordering::Relaxed));
+        let (b0, f0) = std::mem::replace(&mut lock(&self.rx.state).waited_at, (bytes, frames));
+        let (bytes, frames) = (bytes.wrapping_sub(b0), frames.wrapping_sub(f0));
         let extra = extra_spin(bytes, frames);
         // In rounds of the configured spin time (the very loop `recv` runs), so that this
         // path adds no second copy of it.
