@@ -22,12 +22,11 @@ use crate::ring::{
     StampProbe,
 };
 use crate::segment::Segment;
+use crate::spin_lock::{SpinGuard, SpinMutex};
 use bytes::Bytes;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-
-use crate::spin_lock::{SpinGuard, SpinMutex};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
@@ -199,6 +198,16 @@ impl RxShared {
         self.next.store(st.ring.tail(), Ordering::Release);
     }
 
+    /// Releases the receive lock, then rings the sender's doorbell if `wake` (what
+    /// [`Inner::consumed`] or [`RxShared::give_back`] returned): no system call under the lock.
+    #[inline]
+    fn unlock_and_wake(&self, st: SpinGuard<'_, RxState>, wake: bool) {
+        drop(st);
+        if wake {
+            self.seg.ring_peer();
+        }
+    }
+
     /// Gives a slot back to the sender through the completion ring. `true` when the sender
     /// waits for it: the caller rings its doorbell once the receive lock is released.
     #[must_use]
@@ -251,10 +260,7 @@ impl Drop for RxSlot {
         let mut st = lock(&self.rx.state);
         st.held_bytes = st.held_bytes.saturating_sub(self.size as u64);
         let wake = self.rx.give_back(&mut st, self.slot);
-        drop(st);
-        if wake {
-            self.rx.seg.ring_peer();
-        }
+        self.rx.unlock_and_wake(st, wake);
     }
 }
 
@@ -751,10 +757,7 @@ impl Inner {
                     Payload::Bytes(Bytes::from(v))
                 };
                 let wake = self.consumed(&mut st, 1 + conts as u64, len);
-                drop(st);
-                if wake {
-                    self.seg.ring_peer();
-                }
+                self.rx.unlock_and_wake(st, wake);
                 payload
             }
             DescPayload::Slot { slot, len } => {
@@ -770,10 +773,7 @@ impl Inner {
                 }
                 st.held_bytes += size as u64;
                 let wake = self.consumed(&mut st, 1, desc.len());
-                drop(st);
-                if wake {
-                    self.seg.ring_peer();
-                }
+                self.rx.unlock_and_wake(st, wake);
                 Payload::Bytes(Bytes::from_owner(RxSlot {
                     rx: self.rx.clone(),
                     slot,
