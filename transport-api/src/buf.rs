@@ -117,6 +117,20 @@ impl TxBuf {
         }
     }
 
+    /// A buffer of the first `len` bytes of `data`, held inline (no allocation, no zero fill):
+    /// for a backend that received a small payload as whole words. `None` when `len` is above
+    /// [`TxBuf::INLINE_CAPACITY`]. The bytes of `data` past `len` are never visible: reading
+    /// stops at `len`, and [`TxBuf::set_len`] zeroes what it adds.
+    pub fn inline_from_array(data: [u8; Self::INLINE_CAPACITY], len: usize) -> Option<TxBuf> {
+        (len <= Self::INLINE_CAPACITY).then_some(TxBuf {
+            repr: Repr::Inline {
+                // `len <= INLINE_CAPACITY < 256`.
+                len: len as u8,
+                data,
+            },
+        })
+    }
+
     /// Wraps memory owned by a backend.
     ///
     /// # Safety
@@ -369,6 +383,20 @@ mod tests {
             b.truncate(3);
             assert_eq!(b.into_bytes().as_ref(), &[5, 0, 0]);
         }
+    }
+
+    #[test]
+    fn inline_from_array_shows_only_its_length() {
+        let data = [0xAB; TxBuf::INLINE_CAPACITY];
+        let mut b = TxBuf::inline_from_array(data, 5).unwrap();
+        assert!(b.is_inline());
+        assert_eq!(&*b, &[0xAB; 5]);
+        // The bytes of the array past the length never show, even when the buffer grows.
+        assert_eq!(b.set_len(9), 9);
+        assert_eq!(&*b, &[0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0, 0, 0, 0]);
+        let full = TxBuf::inline_from_array(data, TxBuf::INLINE_CAPACITY).unwrap();
+        assert_eq!(full.len(), TxBuf::INLINE_CAPACITY);
+        assert!(TxBuf::inline_from_array(data, TxBuf::INLINE_CAPACITY + 1).is_none());
     }
 
     #[test]

@@ -38,11 +38,112 @@ pub const INLINE_MAX: usize = INLINE_HEAD + MAX_CONT * CONT_BYTES;
 /// Words of a continuation entry that carry payload, in order.
 const CONT_WORDS: [usize; 7] = [0, 1, 2, 3, 5, 6, 7];
 
-/// Bytes `8 * i .. 8 * i + 8` of a continuation's payload buffer (`i < 7`).
-fn word_bytes(b: &[u8; CONT_BYTES], i: usize) -> [u8; 8] {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[i * 8..i * 8 + 8]);
-    w
+/// The frame header as descriptor words 0..4: the little-endian words of
+/// [`FrameHeader::to_bytes`], built without going through bytes.
+pub(crate) fn header_words(h: &FrameHeader) -> [u64; 4] {
+    [
+        h.msg_id,
+        u64::from(h.channel) | u64::from(h.method) << 32,
+        u64::from(h.flags) | u64::from(h.credit) << 32,
+        h.deadline_ns,
+    ]
+}
+
+/// Inverse of [`header_words`], from a descriptor's words 0..4 (every pattern is a header).
+pub(crate) fn header_from_words(w: &[u64; 8]) -> FrameHeader {
+    FrameHeader {
+        msg_id: w[0],
+        channel: w[1] as u32,
+        method: (w[1] >> 32) as u32,
+        flags: w[2] as u32,
+        credit: (w[2] >> 32) as u32,
+        deadline_ns: w[3],
+    }
+}
+
+/// Bytes `8 * j .. 8 * j + 8` of `bytes` as a little-endian word, zero-padded past the end.
+#[inline(always)]
+fn payload_word(bytes: &[u8], j: usize) -> u64 {
+    if let Some(c) = bytes.get(8 * j..8 * j + 8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        return u64::from_le_bytes(b);
+    }
+    // The last, partial word (or none): byte by byte, no call to `memcpy`.
+    let rest = bytes.get(8 * j..).unwrap_or(&[]);
+    rest.iter()
+        .enumerate()
+        .fold(0, |w, (k, &x)| w | u64::from(x) << (8 * k))
+}
+
+/// Where word `j` of an inline payload (its bytes `8 * j .. 8 * j + 8`) travels: the entry of
+/// the unit (0: the descriptor, `1 + c`: continuation `c`) and the word within it.
+const fn payload_word_at(j: usize) -> (usize, usize) {
+    if j < 2 {
+        (0, 6 + j)
+    } else {
+        (1 + (j - 2) / 7, CONT_WORDS[(j - 2) % 7])
+    }
+}
+
+/// The ring words of an inline frame: the descriptor, and the continuation entries written to
+/// the start of `conts` (their number is returned). `None` when `bytes` is longer than
+/// [`INLINE_MAX`]. Word-for-word what [`Descriptor::inline`], [`Descriptor::encode`] and
+/// [`Descriptor::encode_continuations`] produce, without the intermediate byte arrays.
+pub(crate) fn encode_inline_unit(
+    header: &FrameHeader,
+    bytes: &[u8],
+    conts: &mut [[u64; 8]; MAX_CONT],
+) -> Option<([u64; 8], usize)> {
+    if bytes.len() > INLINE_MAX {
+        return None;
+    }
+    let mut first = [0u64; 8];
+    first[..4].copy_from_slice(&header_words(header));
+    first[4] = bytes.len() as u64 | u64::from(KIND_INLINE) << 32;
+    let (head, rest) = bytes.split_at(bytes.len().min(INLINE_HEAD));
+    first[6] = payload_word(head, 0);
+    first[7] = payload_word(head, 1);
+    let mut n = 0;
+    for (entry, chunk) in conts.iter_mut().zip(rest.chunks(CONT_BYTES)) {
+        *entry = [0; 8];
+        for (i, &w) in CONT_WORDS.iter().enumerate() {
+            entry[w] = payload_word(chunk, i);
+        }
+        n += 1;
+    }
+    Some((first, n))
+}
+
+/// The first [`TxBuf::INLINE_CAPACITY`](transport_api::TxBuf::INLINE_CAPACITY) bytes of an
+/// inline payload, from its descriptor words `first` and its first continuation entry `cont`
+/// (any words when the payload has none). Bytes past the payload's length are whatever the
+/// words held: the caller keeps only the length.
+pub(crate) fn inline_small_bytes(first: &[u64; 8], cont: &[u64; 8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (j, chunk) in out.chunks_exact_mut(8).enumerate() {
+        let w = match payload_word_at(j) {
+            (0, i) => first[i],
+            (_, i) => cont[i],
+        };
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// Where a validated descriptor's payload is, without the header and inline bytes
+/// (see [`Descriptor::decode`], which is built on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// An inline payload of this many bytes.
+    Inline(usize),
+    /// `len` bytes in `slot`.
+    Slot {
+        /// The slot.
+        slot: SlotRef,
+        /// Payload length.
+        len: u32,
+    },
 }
 
 /// Continuation entries an inline payload of `len` bytes needs.
@@ -230,19 +331,8 @@ impl Descriptor {
     /// the first [`INLINE_HEAD`]) and returns how many it used (at most [`MAX_CONT`]; bytes
     /// beyond [`INLINE_MAX`] are not encoded).
     pub fn encode_continuations(bytes: &[u8], out: &mut [[u64; 8]; MAX_CONT]) -> usize {
-        let rest = bytes.get(INLINE_HEAD..).unwrap_or(&[]);
-        let mut n = 0;
-        for (entry, chunk) in out.iter_mut().zip(rest.chunks(CONT_BYTES)) {
-            // One copy into a zero-padded buffer, then whole words (no per-word partial copy).
-            let mut b = [0u8; CONT_BYTES];
-            b[..chunk.len()].copy_from_slice(chunk);
-            for (i, &w) in CONT_WORDS.iter().enumerate() {
-                entry[w] = u64::from_le_bytes(word_bytes(&b, i));
-            }
-            entry[4] = 0;
-            n += 1;
-        }
-        n
+        let bytes = bytes.get(..INLINE_MAX).unwrap_or(bytes);
+        encode_inline_unit(&FrameHeader::default(), bytes, out).map_or(0, |(_, n)| n)
     }
 
     /// Copies the payload bytes of one continuation entry to the start of `out`: as many as
@@ -259,21 +349,12 @@ impl Descriptor {
     /// The eight ring words of this descriptor.
     pub fn encode(&self) -> [u64; 8] {
         let mut w = [0u64; 8];
-        let hb = self.header.to_bytes();
-        for (i, chunk) in hb.chunks_exact(8).enumerate() {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(chunk);
-            w[i] = u64::from_le_bytes(b);
-        }
+        w[..4].copy_from_slice(&header_words(&self.header));
         match self.payload {
             DescPayload::Inline { len, data } => {
                 w[4] = u64::from(len) | (u64::from(KIND_INLINE) << 32);
-                let mut lo = [0u8; 8];
-                let mut hi = [0u8; 8];
-                lo.copy_from_slice(&data[..8]);
-                hi.copy_from_slice(&data[8..INLINE_HEAD]);
-                w[6] = u64::from_le_bytes(lo);
-                w[7] = u64::from_le_bytes(hi);
+                w[6] = payload_word(&data, 0);
+                w[7] = payload_word(&data, 1);
             }
             DescPayload::Slot { slot, len } => {
                 w[4] =
@@ -286,11 +367,28 @@ impl Descriptor {
 
     /// Decodes and validates eight ring words against the local geometry. Never panics.
     pub fn decode(w: &[u64; 8], geometry: &Geometry) -> Result<Descriptor, DescriptorError> {
-        let mut hb = [0u8; FrameHeader::ENCODED_LEN];
-        for (i, chunk) in hb.chunks_exact_mut(8).enumerate() {
-            chunk.copy_from_slice(&w[i].to_le_bytes());
-        }
-        let header = FrameHeader::from_bytes(&hb);
+        let payload = match Self::locate(w, geometry)? {
+            Location::Inline(len) => {
+                let mut data = [0u8; INLINE_HEAD];
+                let n = len.min(INLINE_HEAD);
+                data[..n].copy_from_slice(&inline_small_bytes(w, &[0; 8])[..n]);
+                DescPayload::Inline {
+                    len: len as u8,
+                    data,
+                }
+            }
+            Location::Slot { slot, len } => DescPayload::Slot { slot, len },
+        };
+        Ok(Descriptor {
+            header: header_from_words(w),
+            payload,
+        })
+    }
+
+    /// Validates eight ring words against the local geometry and says where the payload is:
+    /// what [`Descriptor::decode`] checks, without building the header and inline bytes (the
+    /// receive path reads those from the words directly). Never panics.
+    pub(crate) fn locate(w: &[u64; 8], geometry: &Geometry) -> Result<Location, DescriptorError> {
         let len = w[4] as u32;
         let kind = (w[4] >> 32) as u8;
         let class = (w[4] >> 40) as u8;
@@ -317,19 +415,7 @@ impl Descriptor {
                 if len as usize > INLINE_MAX {
                     return Err(DescriptorError::InlineTooLong { len });
                 }
-                let mut all = [0u8; INLINE_HEAD];
-                all[..8].copy_from_slice(&w[6].to_le_bytes());
-                all[8..].copy_from_slice(&w[7].to_le_bytes());
-                let mut data = [0u8; INLINE_HEAD];
-                let n = (len as usize).min(INLINE_HEAD);
-                data[..n].copy_from_slice(&all[..n]);
-                Ok(Descriptor {
-                    header,
-                    payload: DescPayload::Inline {
-                        len: len as u8,
-                        data,
-                    },
-                })
+                Ok(Location::Inline(len as usize))
             }
             KIND_SLOT => {
                 let nclasses = geometry.classes.len();
@@ -353,23 +439,19 @@ impl Descriptor {
                         slot_size: c.slot_size,
                     });
                 }
-                Ok(Descriptor {
-                    header,
-                    payload: DescPayload::Slot {
-                        slot: SlotRef {
-                            class,
-                            index,
-                            generation,
-                        },
-                        len,
+                Ok(Location::Slot {
+                    slot: SlotRef {
+                        class,
+                        index,
+                        generation,
                     },
+                    len,
                 })
             }
             kind => Err(DescriptorError::BadKind { kind }),
         }
     }
 }
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -429,6 +511,39 @@ mod tests {
             }
             assert_eq!(out, bytes, "len {len}");
         }
+    }
+
+    #[test]
+    fn word_codec_matches_the_byte_encodings_at_every_length() {
+        let payload: Vec<u8> = (0..INLINE_MAX).map(|i| (i * 13 + 5) as u8).collect();
+        for len in 0..=INLINE_MAX {
+            let bytes = &payload[..len];
+            let mut conts = [[u64::MAX; 8]; MAX_CONT];
+            let (first, n) = encode_inline_unit(&header(), bytes, &mut conts).unwrap();
+            assert_eq!(
+                first,
+                Descriptor::inline(header(), bytes).unwrap().encode(),
+                "len {len}"
+            );
+            assert_eq!(n, continuations(len));
+            // Continuations: stamp word clear, bytes where `read_continuation` finds them,
+            // zero padding after the payload.
+            let mut out = vec![0u8; n * CONT_BYTES];
+            for (k, e) in conts[..n].iter().enumerate() {
+                assert_eq!(e[4], 0);
+                Descriptor::read_continuation(e, &mut out[k * CONT_BYTES..]);
+            }
+            let rest = bytes.get(INLINE_HEAD..).unwrap_or(&[]);
+            assert_eq!(&out[..rest.len()], rest, "len {len}");
+            assert!(out[rest.len()..].iter().all(|&b| b == 0), "len {len}");
+            // The receive side's word reader gives back the first 64 bytes.
+            let cont = if n > 0 { conts[0] } else { [0; 8] };
+            let small = inline_small_bytes(&first, &cont);
+            let k = len.min(small.len());
+            assert_eq!(&small[..k], &bytes[..k], "len {len}");
+        }
+        let mut conts = [[0; 8]; MAX_CONT];
+        assert!(encode_inline_unit(&header(), &[0; INLINE_MAX + 1], &mut conts).is_none());
     }
 
     #[test]
@@ -560,6 +675,22 @@ mod tests {
                     let _ = e.to_string();
                 }
             }
+        }
+
+        #[test]
+        fn header_words_are_the_header_bytes(
+            msg_id in any::<u64>(), channel in any::<u32>(), method in any::<u32>(),
+            flags in any::<u32>(), credit in any::<u32>(), deadline_ns in any::<u64>()
+        ) {
+            let h = FrameHeader { msg_id, channel, method, flags, credit, deadline_ns };
+            let words = header_words(&h);
+            let bytes = h.to_bytes();
+            for (i, w) in words.iter().enumerate() {
+                prop_assert_eq!(&w.to_le_bytes()[..], &bytes[8 * i..8 * i + 8]);
+            }
+            let mut all = [0u64; 8];
+            all[..4].copy_from_slice(&words);
+            prop_assert_eq!(header_from_words(&all), h);
         }
 
         #[test]

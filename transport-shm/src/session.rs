@@ -12,7 +12,8 @@
 //! Peer liveness comes from the session socket, watched by one small task per session.
 
 use crate::descriptor::{
-    CONT_BYTES, DescPayload, Descriptor, INLINE_HEAD, INLINE_MAX, MAX_CONT, SlotRef, continuations,
+    CONT_BYTES, DescPayload, Descriptor, INLINE_HEAD, INLINE_MAX, Location, MAX_CONT, SlotRef,
+    continuations, encode_inline_unit, header_from_words, inline_small_bytes,
 };
 use crate::layout::{Direction, Side};
 use crate::mapping::SharedWords as Words;
@@ -710,57 +711,42 @@ impl Inner {
                 return self.corrupt(format!("receive ring: {e}"));
             }
         };
-        let desc = match Descriptor::decode(&words, self.seg.seg.layout().geometry()) {
-            Ok(d) => d,
+        let location = match Descriptor::locate(&words, self.seg.seg.layout().geometry()) {
+            Ok(l) => l,
             Err(e) => {
                 drop(st);
                 return self.corrupt(format!("descriptor: {e}"));
             }
         };
-        let payload = match desc.payload {
-            DescPayload::Inline { .. } => {
-                let conts = desc.continuations();
+        let payload = match location {
+            Location::Inline(len) => {
+                let conts = continuations(len);
                 let capacity = st.ring.capacity();
                 if conts as u64 >= capacity {
                     drop(st);
                     return self.corrupt(format!(
-                        "an inline payload of {} bytes needs {} ring entries, the ring holds {capacity}",
-                        desc.len(),
+                        "an inline payload of {len} bytes needs {} ring entries, the ring holds \
+                         {capacity}",
                         1 + conts
                     ));
                 }
-                // Copied out before its entries are given back: into the frame itself when it
-                // fits (no allocation), else onto the heap.
-                let len = desc.len();
-                let fill = |out: &mut [u8], ring: &DescConsumer<Words>| {
-                    let head = desc.inline_head().unwrap_or(&[]);
-                    out[..head.len()].copy_from_slice(head);
-                    for k in 0..conts {
-                        if let Some(rest) = out.get_mut(INLINE_HEAD + k * CONT_BYTES..) {
-                            Descriptor::read_continuation(&ring.read(1 + k as u64), rest);
-                        }
-                    }
-                };
-                let payload = if len <= TxBuf::INLINE_CAPACITY {
-                    let mut b = TxBuf::heap(len);
-                    fill(&mut b, &st.ring);
-                    Payload::Buf(b)
+                // Copied out before its entries are given back: from whole words into the
+                // frame itself when it fits (no allocation), else onto the heap.
+                let small = if len <= TxBuf::INLINE_CAPACITY {
+                    let cont = if conts > 0 { st.ring.read(1) } else { [0; 8] };
+                    TxBuf::inline_from_array(inline_small_bytes(&words, &cont), len)
                 } else {
-                    #[expect(
-                        clippy::slow_vector_initialization,
-                        reason = "`vec![0; len]` calls calloc, which bypasses glibc's per-thread \
-                                  cache and costs about twice a malloc plus a fill at this size"
-                    )]
-                    let mut v = Vec::with_capacity(len);
-                    v.resize(len, 0);
-                    fill(&mut v, &st.ring);
-                    Payload::Bytes(Bytes::from(v))
+                    None
+                };
+                let payload = match small {
+                    Some(b) => Payload::Buf(b),
+                    None => Payload::Bytes(Bytes::from(self.read_inline(&st, &words, len))),
                 };
                 let wake = self.consumed(&mut st, 1 + conts as u64, len);
                 self.rx.unlock_and_wake(st, wake);
                 payload
             }
-            DescPayload::Slot { slot, len } => {
+            Location::Slot { slot, len } => {
                 let Some((ptr, size)) = self.seg.slot_ptr(self.seg.side.rx(), slot) else {
                     drop(st);
                     return self.corrupt(format!(
@@ -772,7 +758,7 @@ impl Inner {
                     return self.corrupt(format!("descriptor reuses a held slot: {e}"));
                 }
                 st.held_bytes += size as u64;
-                let wake = self.consumed(&mut st, 1, desc.len());
+                let wake = self.consumed(&mut st, 1, len as usize);
                 self.rx.unlock_and_wake(st, wake);
                 Payload::Bytes(Bytes::from_owner(RxSlot {
                     rx: self.rx.clone(),
@@ -784,7 +770,28 @@ impl Inner {
             }
         };
         self.kick_waiters();
-        Ok(Some(Frame::with_header(desc.header, payload)))
+        Ok(Some(Frame::with_header(header_from_words(&words), payload)))
+    }
+
+    /// The `len` bytes of an inline payload longer than a [`TxBuf`] holds, from the descriptor
+    /// `first` at the tail and the continuation entries after it (checked to be in the ring).
+    #[cold]
+    fn read_inline(&self, st: &RxState, first: &[u64; 8], len: usize) -> Vec<u8> {
+        #[expect(
+            clippy::slow_vector_initialization,
+            reason = "`vec![0; len]` calls calloc, which bypasses glibc's per-thread \
+                      cache and costs about twice a malloc plus a fill at this size"
+        )]
+        let mut v = Vec::with_capacity(len);
+        v.resize(len, 0);
+        let head = len.min(INLINE_HEAD);
+        v[..head].copy_from_slice(&inline_small_bytes(first, &[0; 8])[..head]);
+        for k in 0..continuations(len) {
+            if let Some(rest) = v.get_mut(INLINE_HEAD + k * CONT_BYTES..) {
+                Descriptor::read_continuation(&st.ring.read(1 + k as u64), rest);
+            }
+        }
+        v
     }
 
     /// Gives the `entries` of a frame of `len` bytes back to the producer and counts the frame
@@ -864,17 +871,13 @@ impl Inner {
         let mut conts = [[0u64; 8]; MAX_CONT];
         let (first, n_conts, slot, len) = match body {
             Body::Inline(b) => {
-                let desc =
-                    Descriptor::inline(header, b).ok_or(TransportError::PayloadTooLarge {
+                let (first, n) = encode_inline_unit(&header, b, &mut conts).ok_or(
+                    TransportError::PayloadTooLarge {
                         len: b.len(),
                         max: INLINE_MAX,
-                    })?;
-                let n = if b.len() > INLINE_HEAD {
-                    Descriptor::encode_continuations(b, &mut conts)
-                } else {
-                    0
-                };
-                (desc.encode(), n, None, b.len())
+                    },
+                )?;
+                (first, n, None, b.len())
             }
             Body::Slot { buf, .. } => {
                 let Some(b) = buf else {
