@@ -861,36 +861,65 @@ impl Inner {
     }
 
     /// Tries to publish a descriptor. For a slot payload, `buf` is the lease; it is taken only
-    /// when the descriptor is published, so a failure or cancellation frees it. A published
-    /// frame is counted in the send counters (written only here, under the transmit lock).
+    /// when the descriptor is published, so a failure or cancellation frees it.
     fn try_publish(&self, header: FrameHeader, body: &mut Body) -> Result<bool> {
+        match body {
+            Body::Inline(p) => self.try_publish_inline(&header, p),
+            Body::Slot { buf, zero_copy } => {
+                if let Some(e) = self.send_blocker() {
+                    return Err(e);
+                }
+                let Some(b) = buf else {
+                    return Err(TransportError::Closed);
+                };
+                let slot = SlotRef::from_entry(lease_token(b, &self.owner)?);
+                let first = Descriptor::slot(header, slot, b.len() as u32).encode();
+                let len = b.len();
+                let zero_copy = *zero_copy;
+                self.push_unit(&first, &[], len, zero_copy, |st| {
+                    if let Some(b) = buf.take() {
+                        let _ = b.take_lease(&self.owner);
+                    }
+                    if let Err(e) = st.pool.mark_in_flight(slot) {
+                        tracing::error!(backend = "shm", error = %e, "own slot in an unexpected state");
+                    }
+                })
+            }
+        }
+    }
+
+    /// Tries to publish `bytes` (at most `INLINE_MAX`) inline in the ring, straight from the
+    /// caller's memory.
+    fn try_publish_inline(&self, header: &FrameHeader, bytes: &[u8]) -> Result<bool> {
         if let Some(e) = self.send_blocker() {
             return Err(e);
         }
         // The ring entries are built before taking the lock.
         let mut conts = [[0u64; 8]; MAX_CONT];
-        let (first, n_conts, slot, len) = match body {
-            Body::Inline(b) => {
-                let (first, n) = encode_inline_unit(&header, b, &mut conts).ok_or(
-                    TransportError::PayloadTooLarge {
-                        len: b.len(),
-                        max: INLINE_MAX,
-                    },
-                )?;
-                (first, n, None, b.len())
-            }
-            Body::Slot { buf, .. } => {
-                let Some(b) = buf else {
-                    return Err(TransportError::Closed);
-                };
-                let slot = SlotRef::from_entry(lease_token(b, &self.owner)?);
-                let desc = Descriptor::slot(header, slot, b.len() as u32);
-                (desc.encode(), 0, Some(slot), b.len())
-            }
-        };
+        let (first, n) = encode_inline_unit(header, bytes, &mut conts).ok_or(
+            TransportError::PayloadTooLarge {
+                len: bytes.len(),
+                max: INLINE_MAX,
+            },
+        )?;
+        self.push_unit(&first, &conts[..n], bytes.len(), false, |_| {})
+    }
+
+    /// Publishes the unit `first` + `conts` if the ring has room now (`Ok(false)` if not), then
+    /// runs `published` under the transmit lock. A published frame of `len` bytes is counted in
+    /// the send counters (written only here, under the transmit lock); the receiver's doorbell
+    /// is rung after unlocking if it sleeps.
+    fn push_unit(
+        &self,
+        first: &[u64; 8],
+        conts: &[[u64; 8]],
+        len: usize,
+        zero_copy: bool,
+        published: impl FnOnce(&mut TxState),
+    ) -> Result<bool> {
         let mut st = lock(&self.tx.state);
         self.check_not_reclaimed(&st)?;
-        match st.ring.try_push_unit(&first, &conts[..n_conts]) {
+        match st.ring.try_push_unit(first, conts) {
             Ok(()) => {}
             Err(PushError::Full) => return Ok(false),
             Err(PushError::Corrupt(e)) => {
@@ -910,24 +939,19 @@ impl Inner {
         }
         let end = st.ring.head();
         st.unit_ends.push_back(end);
-        if let (Some(slot), Body::Slot { buf, .. }) = (slot, &mut *body) {
-            if let Some(b) = buf.take() {
-                let _ = b.take_lease(&self.owner);
-            }
-            if let Err(e) = st.pool.mark_in_flight(slot) {
-                tracing::error!(backend = "shm", error = %e, "own slot in an unexpected state");
-            }
-        }
+        published(&mut st);
         let wake = st.ring.consumer_needs_wake();
         let c = &self.seg.counters;
         bump(&c.frames_sent, 1);
         bump(&c.bytes_sent, len as u64);
-        match body {
-            Body::Slot {
-                zero_copy: true, ..
-            } => bump(&c.zero_copy_sends, 1),
-            _ => bump(&c.copied_sends, 1),
-        }
+        bump(
+            if zero_copy {
+                &c.zero_copy_sends
+            } else {
+                &c.copied_sends
+            },
+            1,
+        );
         drop(st);
         if wake {
             self.seg.ring_peer();
@@ -955,6 +979,11 @@ impl Inner {
 fn extra_spin(bytes: u64, frames: u64) -> Duration {
     let avg = bytes.checked_div(frames).unwrap_or(0);
     Duration::from_micros(avg >> 14).min(Duration::from_millis(1))
+}
+
+/// True when `p` is a buffer leased from `owner` (it is sent from its slot, without a copy).
+fn is_lease_of(p: &Payload, owner: &Arc<dyn LeaseOwner>) -> bool {
+    matches!(p, Payload::Buf(b) if b.is_leased_from(owner))
 }
 
 fn lease_token(b: &TxBuf, owner: &Arc<dyn LeaseOwner>) -> Result<u64> {
@@ -1218,6 +1247,23 @@ impl Transport for ShmTransport {
                 len,
                 max: inner.max_payload,
             });
+        }
+        if len <= inner.inline_max && !is_lease_of(&frame.payload, &inner.owner) {
+            // Small frames travel inline: published straight from the caller's bytes (which
+            // checks `send_blocker` first), with the same fast path and spin as below.
+            if inner.try_publish_inline(&frame.header, &frame.payload)?
+                || inner
+                    .spin(|| {
+                        Ok(inner
+                            .try_publish_inline(&frame.header, &frame.payload)?
+                            .then_some(()))
+                    })?
+                    .is_some()
+            {
+                inner.kick_waiters();
+                return Ok(());
+            }
+            return Box::pin(inner.send_wait(frame.header, Body::Inline(frame.payload))).await;
         }
         if let Some(e) = inner.send_blocker() {
             return Err(e);
