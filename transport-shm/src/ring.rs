@@ -307,6 +307,7 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
     /// Publishes `first` and then `rest` as one unit in consecutive positions: the consumer
     /// sees all of them or none (in a stamped ring, the first entry's stamp is written last and
     /// covers the others). [`PushError::Full`] when they do not fit right now.
+    #[inline]
     pub fn try_push_unit(&mut self, first: &[u64; W], rest: &[[u64; W]]) -> Result<(), PushError> {
         let n = 1 + rest.len() as u64;
         if n > self.cap {
@@ -357,6 +358,7 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
 
     /// Call after publishing: `true` (once per park) when the consumer announced it sleeps, so
     /// the caller must write the consumer's eventfd. Clears the flag.
+    #[inline]
     pub fn consumer_needs_wake(&self) -> bool {
         fence(Ordering::SeqCst);
         self.words[CONSUMER_PARKED].load(Ordering::SeqCst) != 0
@@ -481,6 +483,7 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
     }
 
     /// True when the entry at the tail is published (the next [`Consumer::peek`] returns it).
+    #[inline]
     pub fn is_ready(&mut self) -> Result<bool, RingError> {
         if STAMPED {
             let base = CONTROL_WORDS + (self.tail & (self.cap - 1)) as usize * W;
@@ -524,6 +527,7 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
 
     /// The entry at the tail if it is published, without consuming it (see
     /// [`Consumer::advance`]); the stamp bits are cleared.
+    #[inline]
     pub fn peek(&mut self) -> Result<Option<[u64; W]>, RingError> {
         if !self.is_ready()? {
             return Ok(None);
@@ -535,6 +539,7 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
     /// later entries of a unit whose first entry [`Consumer::peek`] returned: they were written
     /// before it was published. What it returns for other positions is whatever the memory
     /// holds (plain words, never out of bounds).
+    #[inline]
     pub fn read(&self, i: u64) -> [u64; W] {
         let slot = entry_words::<W>(&self.words, self.tail.wrapping_add(i) & (self.cap - 1));
         let mut out = [0u64; W];
@@ -551,6 +556,7 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
     /// (`Release` store of the tail). `n` is at most the capacity: callers check the unit's
     /// size against the ring before reading it. A larger `n` is a bug in the caller (a debug
     /// assertion); release builds clamp it, so the tail still never passes a whole ring.
+    #[inline]
     pub fn advance(&mut self, n: u64) {
         debug_assert!(n <= self.cap, "advance({n}) past a ring of {}", self.cap);
         self.tail = self.tail.wrapping_add(n.min(self.cap));
@@ -590,6 +596,7 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
     /// unit now fits (the tail reached its announced threshold), so the caller must write the
     /// producer's eventfd. Clears the announcement. Any word the peer wrote is accepted: a
     /// nonsensical threshold only wakes it early or not at all, which is its own loss.
+    #[inline]
     pub fn producer_needs_wake(&self) -> bool {
         fence(Ordering::SeqCst);
         let w = self.words[PRODUCER_PARKED].load(Ordering::SeqCst);

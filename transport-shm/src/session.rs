@@ -95,18 +95,28 @@ pub(crate) struct TxState {
     pub(crate) pool: SenderPool,
     /// The receiver is gone: its completions no longer come; in-flight slots were reclaimed.
     reclaimed: bool,
-    /// Ring index just past each published unit the receiver may not have taken yet (oldest
-    /// first; trimmed against the consumer's tail), so that queued frames are counted as
-    /// frames, not ring entries. At most one per ring entry.
-    unit_ends: std::collections::VecDeque<u64>,
+    /// For each ring position, the number of entries of the unit last published starting
+    /// there: `stats` counts the queued frames (not entries) by walking from the receiver's
+    /// tail to our head. Process memory, written with one store per frame.
+    unit_entries: Box<[u8]>,
 }
 
 impl TxState {
-    /// Forgets the units that end at or before `tail` (consumed by the receiver).
-    fn trim_units(&mut self, tail: u64) {
-        while self.unit_ends.front().is_some_and(|&end| end <= tail) {
-            self.unit_ends.pop_front();
+    /// Units published at or after `tail` (frames the receiver has not taken yet). A tail the
+    /// peer left inside a unit only makes the count approximate; the walk is bounded by the
+    /// entries between `tail` and the head.
+    fn units_since(&self, tail: u64) -> u64 {
+        let (head, cap) = (self.ring.head(), self.ring.capacity());
+        let (mut at, mut units) = (tail, 0);
+        while at != head && head.wrapping_sub(at) <= cap {
+            let n = self
+                .unit_entries
+                .get((at & (cap - 1)) as usize)
+                .map_or(1, |&n| n.max(1));
+            at = at.wrapping_add(u64::from(n));
+            units += 1;
         }
+        units
     }
 }
 
@@ -344,9 +354,7 @@ impl ShmTransport {
                 .map_err(corrupt("completion ring"))?,
             pool: SenderPool::new(p.seg.layout().geometry()),
             reclaimed: false,
-            unit_ends: std::collections::VecDeque::with_capacity(
-                p.seg.layout().ring_capacity() as usize
-            ),
+            unit_entries: vec![0; p.seg.layout().ring_capacity() as usize].into_boxed_slice(),
         };
         let rx_state = RxState {
             ring: p.seg.desc_consumer(rxd).map_err(corrupt("receive ring"))?,
@@ -658,9 +666,15 @@ impl Inner {
     /// One receive attempt that also ends the session's stream: `Some(Err)` once the peer is
     /// gone and everything it published was delivered.
     fn take_or_end(&self) -> Result<Option<Frame>> {
-        if let Some(f) = self.try_take(true)? {
-            return Ok(Some(f));
+        match self.try_take(true) {
+            Ok(None) => self.end_or_none(),
+            r => r,
         }
+    }
+
+    /// The rest of [`Inner::take_or_end`] once the lock-free probe found nothing.
+    #[cold]
+    fn end_or_none(&self) -> Result<Option<Frame>> {
         if let Some(end) = self.recv_end() {
             // The peer is gone or closed: deliver what it published, then report it (asking
             // the ring itself, not the lock-free hint, before ending the stream).
@@ -692,6 +706,7 @@ impl Inner {
 
     /// Takes the next frame if one is published. `probe`: look with the lock-free hint first
     /// (cheap polling); without it the answer comes from the ring under the lock.
+    #[inline(always)]
     fn try_take(&self, probe: bool) -> Result<Option<Frame>> {
         if self.status.closed.load(Ordering::Acquire) {
             return Err(TransportError::Closed);
@@ -896,12 +911,12 @@ impl Inner {
         }
         // The ring entries are built before taking the lock.
         let mut conts = [[0u64; 8]; MAX_CONT];
-        let (first, n) = encode_inline_unit(header, bytes, &mut conts).ok_or(
-            TransportError::PayloadTooLarge {
+        let Some((first, n)) = encode_inline_unit(header, bytes, &mut conts) else {
+            return Err(TransportError::PayloadTooLarge {
                 len: bytes.len(),
                 max: INLINE_MAX,
-            },
-        )?;
+            });
+        };
         self.push_unit(&first, &conts[..n], bytes.len(), false, |_| {})
     }
 
@@ -932,13 +947,12 @@ impl Inner {
                 return Err(TransportError::Config(format!("transmit ring: {e}")));
             }
         }
-        if st.unit_ends.len() as u64 >= st.ring.capacity() {
-            // Trimmed here only once per ring's worth of frames (and by `stats`).
-            let tail = st.ring.consumed_up_to().unwrap_or_else(|_| st.ring.head());
-            st.trim_units(tail);
+        let start = st.ring.head().wrapping_sub(1 + conts.len() as u64);
+        let at = (start & (st.ring.capacity() - 1)) as usize;
+        if let Some(e) = st.unit_entries.get_mut(at) {
+            // `1 + conts.len() <= 1 + MAX_CONT`.
+            *e = 1 + conts.len() as u8;
         }
-        let end = st.ring.head();
-        st.unit_ends.push_back(end);
         published(&mut st);
         let wake = st.ring.consumer_needs_wake();
         let c = &self.seg.counters;
@@ -965,10 +979,7 @@ impl Inner {
             return 0;
         }
         match st.ring.consumed_up_to() {
-            Ok(tail) => {
-                st.trim_units(tail);
-                st.unit_ends.len() as u64
-            }
+            Ok(tail) => st.units_since(tail),
             Err(_) => 0,
         }
     }

@@ -178,28 +178,32 @@ async fn queued_counts_are_frames_not_ring_entries() {
     let (a, b) = pair(cfg()).await.unwrap();
     let big = a.inline_max();
     assert!(big > 16 + 56, "a multi-entry inline frame: {big} B");
-    // 1 + 4 + 1 + 2 entries: the whole ring of 8.
-    let sizes = [8usize, big, 1000, 40];
-    for (i, &len) in sizes.iter().enumerate() {
-        a.try_send(Frame::new(vec![i as u8; len]).msg_id(i as u64))
-            .unwrap();
-    }
-    for taken in 0..=sizes.len() {
-        let left = (sizes.len() - taken) as u64;
-        assert_eq!(
-            a.stats().tx_queued_frames,
-            left,
-            "sender, after {taken} taken"
-        );
-        assert_eq!(
-            b.stats().rx_queued_frames,
-            left,
-            "receiver, after {taken} taken"
-        );
-        if taken < sizes.len() {
-            let f = b.try_recv().unwrap().expect("a queued frame");
-            assert_eq!(f.bytes().len(), sizes[taken]);
+    // 1 + 4 + 1 + 2 entries: the whole ring of 8. Each lap starts the units at other ring
+    // positions.
+    let mut sizes = [8usize, big, 1000, 40];
+    for lap in 0..4 {
+        for (i, &len) in sizes.iter().enumerate() {
+            a.try_send(Frame::new(vec![i as u8; len]).msg_id(i as u64))
+                .unwrap();
         }
+        for taken in 0..=sizes.len() {
+            let left = (sizes.len() - taken) as u64;
+            assert_eq!(
+                a.stats().tx_queued_frames,
+                left,
+                "sender, lap {lap}, after {taken} taken"
+            );
+            assert_eq!(
+                b.stats().rx_queued_frames,
+                left,
+                "receiver, lap {lap}, after {taken} taken"
+            );
+            if taken < sizes.len() {
+                let f = b.try_recv().unwrap().expect("a queued frame");
+                assert_eq!(f.bytes().len(), sizes[taken]);
+            }
+        }
+        sizes.rotate_left(1);
     }
     assert!(a.stats().is_idle() && b.stats().is_idle());
 }
