@@ -101,16 +101,27 @@ pub(crate) fn encode_inline_unit(
     let mut first = [0u64; 8];
     first[..4].copy_from_slice(&header_words(header));
     first[4] = bytes.len() as u64 | u64::from(KIND_INLINE) << 32;
-    let (head, rest) = bytes.split_at(bytes.len().min(INLINE_HEAD));
-    first[6] = payload_word(head, 0);
-    first[7] = payload_word(head, 1);
-    let mut n = 0;
-    for (entry, chunk) in conts.iter_mut().zip(rest.chunks(CONT_BYTES)) {
+    if bytes.len() <= INLINE_HEAD {
+        first[6] = payload_word(bytes, 0);
+        first[7] = payload_word(bytes, 1);
+        return Some((first, 0));
+    }
+    // One copy into a zero-padded buffer, then whole words at fixed offsets.
+    let mut b = [0u8; INLINE_MAX];
+    b[..bytes.len()].copy_from_slice(bytes);
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    first[6] = word(0);
+    first[7] = word(8);
+    let n = continuations(bytes.len());
+    for (c, entry) in conts.iter_mut().take(n).enumerate() {
         *entry = [0; 8];
         for (i, &w) in CONT_WORDS.iter().enumerate() {
-            entry[w] = payload_word(chunk, i);
+            entry[w] = word(INLINE_HEAD + c * CONT_BYTES + 8 * i);
         }
-        n += 1;
     }
     Some((first, n))
 }

@@ -26,7 +26,7 @@ use crate::segment::Segment;
 use crate::spin_lock::{SpinGuard, SpinMutex};
 use bytes::Bytes;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
@@ -275,15 +275,41 @@ impl Drop for RxSlot {
     }
 }
 
-/// Session status flags, process-local.
+/// Session status flags, process-local: one word, so that the hot paths ask "anything
+/// wrong?" with a single load.
 #[derive(Default)]
 struct Status {
-    closed: AtomicBool,
-    peer_closed: AtomicBool,
-    peer_gone: AtomicBool,
-    /// Set once `corrupt` holds a detail; checked on the hot path without the lock.
-    failed: AtomicBool,
+    /// [`CLOSED`] | [`PEER_CLOSED`] | [`PEER_GONE`] | [`FAILED`]; bits are only ever set.
+    flags: AtomicU8,
     corrupt: Mutex<Option<String>>,
+}
+
+/// This endpoint was closed.
+const CLOSED: u8 = 1;
+/// The peer closed gracefully.
+const PEER_CLOSED: u8 = 2;
+/// The peer is gone (closed or died).
+const PEER_GONE: u8 = 4;
+/// Set once `corrupt` holds a detail.
+const FAILED: u8 = 8;
+
+impl Status {
+    /// The flags now (`Acquire`).
+    #[inline]
+    fn get(&self) -> u8 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    /// True when any of the flags `bits` is set.
+    #[inline]
+    fn is(&self, bits: u8) -> bool {
+        self.get() & bits != 0
+    }
+
+    /// Sets `bit`; true when it was already set.
+    fn set(&self, bit: u8) -> bool {
+        self.flags.fetch_or(bit, Ordering::AcqRel) & bit != 0
+    }
 }
 
 struct Inner {
@@ -459,7 +485,7 @@ async fn watch(sock: OwnedFd, pidfd: Option<AsyncFd<OwnedFd>>, inner: Weak<Inner
                 for &b in &buf[..n] {
                     match b {
                         MSG_CLOSE => {
-                            inner.status.peer_closed.store(true, Ordering::Release);
+                            inner.status.set(PEER_CLOSED);
                             tracing::debug!(backend = "shm", "peer closed the session");
                         }
                         other => inner.fail(format!(
@@ -482,7 +508,7 @@ impl Inner {
         if c.is_none() {
             tracing::warn!(backend = "shm", %detail, "session closed: the peer broke the protocol");
             *c = Some(detail);
-            self.status.failed.store(true, Ordering::Release);
+            self.status.set(FAILED);
         }
         drop(c);
         self.local.notify_waiters();
@@ -491,7 +517,7 @@ impl Inner {
 
     #[inline]
     fn corrupt_error(&self) -> Option<TransportError> {
-        if !self.status.failed.load(Ordering::Acquire) {
+        if !self.status.is(FAILED) {
             return None;
         }
         self.corrupt_error_slow()
@@ -506,13 +532,13 @@ impl Inner {
 
     fn on_peer_gone(&self) {
         // Reported by the socket and by the pidfd: handle it once.
-        if self.status.peer_gone.load(Ordering::Acquire) {
+        if self.status.is(PEER_GONE) {
             return;
         }
-        let graceful = self.seg.seg.side_state(self.seg.side.peer()).closed
-            || self.status.peer_closed.load(Ordering::Acquire);
+        let graceful =
+            self.seg.seg.side_state(self.seg.side.peer()).closed || self.status.is(PEER_CLOSED);
         if graceful {
-            self.status.peer_closed.store(true, Ordering::Release);
+            self.status.set(PEER_CLOSED);
         }
         {
             let mut st = lock(&self.tx.state);
@@ -529,7 +555,7 @@ impl Inner {
         if !graceful {
             tracing::info!(backend = "shm", "peer died");
         }
-        self.status.peer_gone.store(true, Ordering::Release);
+        self.status.set(PEER_GONE);
         self.local.notify_waiters();
         self.tx.slot_freed.notify_waiters();
     }
@@ -537,16 +563,24 @@ impl Inner {
     /// Why sending cannot proceed, if it cannot.
     #[inline]
     fn send_blocker(&self) -> Option<TransportError> {
-        if self.status.closed.load(Ordering::Acquire) {
+        if self.status.get() == 0 {
+            return None;
+        }
+        self.send_blocker_slow()
+    }
+
+    #[cold]
+    fn send_blocker_slow(&self) -> Option<TransportError> {
+        if self.status.is(CLOSED) {
             return Some(TransportError::Closed);
         }
         if let Some(e) = self.corrupt_error() {
             return Some(e);
         }
-        if self.status.peer_closed.load(Ordering::Acquire) {
+        if self.status.is(PEER_CLOSED) {
             return Some(TransportError::Closed);
         }
-        if self.status.peer_gone.load(Ordering::Acquire) {
+        if self.status.is(PEER_GONE) {
             return Some(TransportError::PeerDied);
         }
         None
@@ -554,10 +588,10 @@ impl Inner {
 
     /// Why receiving ends once the ring is drained.
     fn recv_end(&self) -> Option<TransportError> {
-        if self.status.peer_closed.load(Ordering::Acquire) {
+        if self.status.is(PEER_CLOSED) {
             return Some(TransportError::Closed);
         }
-        if self.status.peer_gone.load(Ordering::Acquire) {
+        if self.status.is(PEER_GONE) {
             return Some(TransportError::PeerDied);
         }
         None
@@ -704,15 +738,21 @@ impl Inner {
         Err(TransportError::corrupt(detail))
     }
 
+    /// Why [`Inner::try_take`] cannot take: closed, or corrupt.
+    #[cold]
+    fn take_blocker(&self) -> TransportError {
+        if self.status.is(CLOSED) {
+            return TransportError::Closed;
+        }
+        self.corrupt_error().unwrap_or(TransportError::Closed)
+    }
+
     /// Takes the next frame if one is published. `probe`: look with the lock-free hint first
     /// (cheap polling); without it the answer comes from the ring under the lock.
     #[inline(always)]
     fn try_take(&self, probe: bool) -> Result<Option<Frame>> {
-        if self.status.closed.load(Ordering::Acquire) {
-            return Err(TransportError::Closed);
-        }
-        if let Some(e) = self.corrupt_error() {
-            return Err(e);
+        if self.status.is(CLOSED | FAILED) {
+            return Err(self.take_blocker());
         }
         if probe && !self.rx.maybe_ready() {
             return Ok(None);
@@ -1173,10 +1213,7 @@ impl ShmTransport {
             let notified = inner.local.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if inner.status.closed.load(Ordering::Acquire)
-                || inner.status.failed.load(Ordering::Acquire)
-                || inner.recv_end().is_some()
-            {
+            if inner.status.is(CLOSED | FAILED) || inner.recv_end().is_some() {
                 return;
             }
             let may_sleep = {
@@ -1213,9 +1250,7 @@ impl ShmTransport {
             let notified = inner.local.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let ended = inner.status.closed.load(Ordering::Acquire)
-                || inner.status.failed.load(Ordering::Acquire)
-                || inner.recv_end().is_some();
+            let ended = inner.status.is(CLOSED | FAILED) || inner.recv_end().is_some();
             if ended && !matches!(lock(&inner.rx.state).ring.is_ready(), Ok(true)) {
                 return;
             }
@@ -1388,7 +1423,7 @@ impl Transport for ShmTransport {
 
     fn close(&self) {
         let inner = &self.inner;
-        if inner.status.closed.swap(true, Ordering::AcqRel) {
+        if inner.status.set(CLOSED) {
             return;
         }
         inner.seg.seg.mark_closed(inner.seg.side);
@@ -1444,7 +1479,7 @@ impl Transport for ShmTransport {
         };
         let (rx_queued, held, held_bytes) = {
             let st = lock(&inner.rx.state);
-            let queued = if inner.status.closed.load(Ordering::Acquire) {
+            let queued = if inner.status.is(CLOSED) {
                 0
             } else {
                 let geometry = inner.seg.seg.layout().geometry();
