@@ -10,7 +10,7 @@
 //! ```
 //!
 //! The top 16 bits of w4 belong to the ring ([`crate::ring::STAMP_WORD`]): it writes the lap
-//! stamp there and clears it before the words reach [`Descriptor::decode`].
+//! stamp there and clears it before the words are decoded.
 //!
 //! An inline payload longer than [`INLINE_HEAD`] continues in up to [`MAX_CONT`] *continuation
 //! entries* that follow the descriptor in the ring and are published with it as one unit. Each
@@ -18,9 +18,10 @@
 //! small frames are copied through the ring itself, with no slot, no completion and no
 //! reference to return.
 //!
-//! [`Descriptor::decode`] validates every field against the **local** geometry and returns a
-//! typed [`DescriptorError`] for anything out of range: it never panics whatever the words hold
-//! (LESSONS 23).
+//! [`Descriptor::decode`], and the receive path's `Descriptor::locate` on which it is built,
+//! validate every field against the **local** geometry and return a typed [`DescriptorError`]
+//! for anything out of range: they never panic whatever the words hold (LESSONS 23). The
+//! receive path then reads the header and inline bytes from the words themselves.
 
 use transport_api::FrameHeader;
 
@@ -88,8 +89,9 @@ const fn payload_word_at(j: usize) -> (usize, usize) {
 
 /// The ring words of an inline frame: the descriptor, and the continuation entries written to
 /// the start of `conts` (their number is returned). `None` when `bytes` is longer than
-/// [`INLINE_MAX`]. Word-for-word what [`Descriptor::inline`], [`Descriptor::encode`] and
-/// [`Descriptor::encode_continuations`] produce, without the intermediate byte arrays.
+/// [`INLINE_MAX`]. The descriptor is word-for-word what [`Descriptor::inline`] and
+/// [`Descriptor::encode`] produce, without the intermediate byte arrays;
+/// [`Descriptor::encode_continuations`] is built on this function.
 pub(crate) fn encode_inline_unit(
     header: &FrameHeader,
     bytes: &[u8],
@@ -283,7 +285,7 @@ pub enum DescriptorError {
 
 impl Descriptor {
     /// An inline descriptor, or `None` when `bytes` is longer than [`INLINE_MAX`]. Bytes
-    /// after the first [`INLINE_HEAD`] go in continuation entries ([`Descriptor::encode_unit`]).
+    /// after the first [`INLINE_HEAD`] go in continuation entries ([`Descriptor::encode_continuations`]).
     pub fn inline(header: FrameHeader, bytes: &[u8]) -> Option<Descriptor> {
         if bytes.len() > INLINE_MAX {
             return None;
@@ -463,6 +465,7 @@ impl Descriptor {
         }
     }
 }
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -524,8 +527,41 @@ mod tests {
         }
     }
 
+    /// The wire layout pinned by fixed values, independent of the encoder: a change of byte
+    /// order or of the continuation word layout would pass every round trip but break peers
+    /// built from another version.
     #[test]
-    fn word_codec_matches_the_byte_encodings_at_every_length() {
+    fn inline_unit_wire_layout_is_fixed() {
+        let bytes: Vec<u8> = (0..=239).collect();
+        let le = |from: u8| u64::from_le_bytes(std::array::from_fn(|k| from + k as u8));
+        let h = header();
+        let mut conts = [[0; 8]; MAX_CONT];
+        let (first, n) = encode_inline_unit(&h, &bytes, &mut conts).unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(first[0], 0x0102_0304_0506_0708);
+        assert_eq!(first[1], 9 | 10 << 32);
+        assert_eq!(first[2], 11 | 12 << 32);
+        assert_eq!(first[3], 13);
+        assert_eq!(first[4], 240);
+        assert_eq!(first[5], 0);
+        assert_eq!(
+            (first[6], first[7]),
+            (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908)
+        );
+        assert_eq!(conts[0][0], le(16));
+        assert_eq!(conts[0][3], le(40));
+        assert_eq!(conts[0][4], 0);
+        assert_eq!(conts[0][5], le(48));
+        assert_eq!(conts[0][7], le(64));
+        assert_eq!(conts[1][0], le(72));
+        assert_eq!(conts[3][7], 0xefee_edec_ebea_e9e8);
+        // A short tail is zero-padded.
+        let (first, n) = encode_inline_unit(&h, &bytes[..11], &mut conts).unwrap();
+        assert_eq!((n, first[6], first[7]), (0, le(0), 0x0a_0908));
+    }
+
+    #[test]
+    fn word_codec_round_trips_at_every_length() {
         let payload: Vec<u8> = (0..INLINE_MAX).map(|i| (i * 13 + 5) as u8).collect();
         for len in 0..=INLINE_MAX {
             let bytes = &payload[..len];

@@ -102,22 +102,31 @@ pub(crate) struct TxState {
 }
 
 impl TxState {
-    /// Units published at or after `tail` (frames the receiver has not taken yet). A tail the
-    /// peer left inside a unit only makes the count approximate; the walk is bounded by the
-    /// entries between `tail` and the head.
+    /// Units published at or after `tail` (frames the receiver has not taken yet).
     fn units_since(&self, tail: u64) -> u64 {
-        let (head, cap) = (self.ring.head(), self.ring.capacity());
-        let (mut at, mut units) = (tail, 0);
-        while at != head && head.wrapping_sub(at) <= cap {
-            let n = self
-                .unit_entries
-                .get((at & (cap - 1)) as usize)
-                .map_or(1, |&n| n.max(1));
-            at = at.wrapping_add(u64::from(n));
-            units += 1;
-        }
-        units
+        units_between(
+            &self.unit_entries,
+            tail,
+            self.ring.head(),
+            self.ring.capacity(),
+        )
     }
+}
+
+/// The units in ring positions `tail..head` of a ring of `cap` entries (a power of two), where
+/// `entries[pos]` is the number of entries of the unit last published starting at `pos`. A
+/// tail the peer left inside a unit only makes the count approximate: the walk advances at
+/// least one entry per step and stops at the head or once it is more than `cap` away.
+fn units_between(entries: &[u8], tail: u64, head: u64, cap: u64) -> u64 {
+    let (mut at, mut units) = (tail, 0);
+    while at != head && head.wrapping_sub(at) <= cap {
+        let n = entries
+            .get((at & (cap - 1)) as usize)
+            .map_or(1, |&n| n.max(1));
+        at = at.wrapping_add(u64::from(n));
+        units += 1;
+    }
+    units
 }
 
 /// Transmit side; also the owner of leased buffers.
@@ -569,32 +578,37 @@ impl Inner {
         self.send_blocker_slow()
     }
 
+    /// [`Inner::send_blocker`] once some flag is set: one snapshot of the flags, read in order
+    /// of precedence.
     #[cold]
     fn send_blocker_slow(&self) -> Option<TransportError> {
-        if self.status.is(CLOSED) {
+        let f = self.status.get();
+        if f & CLOSED != 0 {
             return Some(TransportError::Closed);
         }
-        if let Some(e) = self.corrupt_error() {
+        if f & FAILED != 0
+            && let Some(e) = self.corrupt_error_slow()
+        {
             return Some(e);
         }
-        if self.status.is(PEER_CLOSED) {
-            return Some(TransportError::Closed);
-        }
-        if self.status.is(PEER_GONE) {
-            return Some(TransportError::PeerDied);
-        }
-        None
+        Self::end_error(f)
     }
 
     /// Why receiving ends once the ring is drained.
     fn recv_end(&self) -> Option<TransportError> {
-        if self.status.is(PEER_CLOSED) {
-            return Some(TransportError::Closed);
+        Self::end_error(self.status.get())
+    }
+
+    /// The end the peer's flags in `f` announce: a graceful close wins over its death (the
+    /// socket reports both when the peer closed and then exited).
+    fn end_error(f: u8) -> Option<TransportError> {
+        if f & PEER_CLOSED != 0 {
+            Some(TransportError::Closed)
+        } else if f & PEER_GONE != 0 {
+            Some(TransportError::PeerDied)
+        } else {
+            None
         }
-        if self.status.is(PEER_GONE) {
-            return Some(TransportError::PeerDied);
-        }
-        None
     }
 
     /// Counts the caller as a local waiter until the guard drops (however its future ends).
@@ -706,8 +720,9 @@ impl Inner {
         }
     }
 
-    /// The rest of [`Inner::take_or_end`] once the lock-free probe found nothing.
-    #[cold]
+    /// The rest of [`Inner::take_or_end`] once the lock-free probe found nothing (out of
+    /// line: keeps the receive that finds a frame short).
+    #[inline(never)]
     fn end_or_none(&self) -> Result<Option<Frame>> {
         if let Some(end) = self.recv_end() {
             // The peer is gone or closed: deliver what it published, then report it (asking
@@ -987,6 +1002,11 @@ impl Inner {
                 return Err(TransportError::Config(format!("transmit ring: {e}")));
             }
         }
+        debug_assert!(
+            conts.len() <= MAX_CONT,
+            "a unit of {} entries",
+            1 + conts.len()
+        );
         let start = st.ring.head().wrapping_sub(1 + conts.len() as u64);
         let at = (start & (st.ring.capacity() - 1)) as usize;
         if let Some(e) = st.unit_entries.get_mut(at) {
@@ -1045,7 +1065,7 @@ fn lease_token(b: &TxBuf, owner: &Arc<dyn LeaseOwner>) -> Result<u64> {
 
 /// A payload being sent.
 enum Body {
-    /// Up to `INLINE_MAX` bytes, carried in the descriptor.
+    /// Up to `INLINE_MAX` bytes, carried in the descriptor and its continuation entries.
     Inline(Payload),
     /// A leased slot (`None` once published); `zero_copy` when the caller filled it in place.
     Slot { buf: Option<TxBuf>, zero_copy: bool },
@@ -1517,6 +1537,158 @@ impl Drop for ShmTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queued_units_are_walked_from_the_tail() {
+        // Ring of 8: units of 1, 4, 1, 2 entries from position 0; the other positions hold
+        // sizes left from an earlier lap.
+        let entries = [1u8, 4, 3, 3, 3, 1, 2, 3];
+        assert_eq!(units_between(&entries, 0, 8, 8), 4, "a full ring");
+        assert_eq!(units_between(&entries, 1, 8, 8), 3);
+        assert_eq!(units_between(&entries, 5, 6, 8), 1);
+        assert_eq!(units_between(&entries, 8, 8, 8), 0, "empty");
+        // Wrapping positions and indices: the same layout one lap later and near u64::MAX.
+        assert_eq!(units_between(&entries, 16, 24, 8), 4);
+        let base = u64::MAX - 2; // position 5 (u64::MAX & 7 == 7)
+        assert_eq!(units_between(&entries, base, base.wrapping_add(3), 8), 2);
+        // A tail inside a unit (a hostile peer): approximate, bounded, no panic.
+        assert_eq!(units_between(&entries, 2, 8, 8), 3);
+        assert_eq!(
+            units_between(&[5; 8], 6, 8, 8),
+            1,
+            "a stale size past the head"
+        );
+        assert_eq!(
+            units_between(&[0; 8], 3, 8, 8),
+            5,
+            "unknown sizes count as 1"
+        );
+        // A head more than a ring away (never from an honest ring): no walk at all.
+        assert_eq!(units_between(&entries, 0, 100, 8), 0);
+        assert_eq!(
+            units_between(&[], 0, 8, 8),
+            8,
+            "a missing table counts entries"
+        );
+    }
+
+    /// Bytes past an inline payload's length inside its ring entries (what a careless or
+    /// hostile sender may leave there) never show in the received frame, not even when the
+    /// received buffer is grown.
+    #[tokio::test]
+    async fn inline_padding_in_the_ring_never_shows() {
+        use crate::layout::Direction;
+        let (a, b) = crate::pair(crate::ShmConfig::default()).await.unwrap();
+        let layout = a.segment().layout();
+        let words = a
+            .segment()
+            .mapping()
+            .words(0, layout.total_len() / 8)
+            .unwrap();
+        let ring = layout.dir(Direction::AToB).desc_ring_offset / 8 + crate::ring::CONTROL_WORDS;
+        let mut at = 0; // ring position of the next unit
+        for len in [5usize, 16, 40, 64] {
+            let payload: Vec<u8> = (1..=len as u8).collect();
+            a.send(Frame::new(payload.clone()).msg_id(len as u64))
+                .await
+                .unwrap();
+            // Every payload word of the unit (descriptor words 6, 7; continuation words
+            // 0..3, 5..7) gets 0xEE in each byte past the length.
+            let entries = 1 + continuations(len);
+            for j in 0..(2 + 7 * (entries - 1)).min(8) {
+                let (e, w) = payload_word_at_for_test(j);
+                let word = &words[ring + (at + e) * 8 + w];
+                let first_pad = len.saturating_sub(8 * j).min(8);
+                let mut bytes = word.load(Ordering::Relaxed).to_le_bytes();
+                bytes[first_pad..].fill(0xEE);
+                word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+            }
+            let f = b.recv().await.unwrap();
+            assert_eq!(f.header.msg_id, len as u64);
+            assert_eq!(f.bytes(), &payload[..], "len {len}");
+            let Payload::Buf(mut buf) = f.payload else {
+                panic!("len {len}: a small frame arrives in a TxBuf");
+            };
+            assert_eq!(buf.set_len(TxBuf::INLINE_CAPACITY), TxBuf::INLINE_CAPACITY);
+            assert!(
+                buf[len..].iter().all(|&x| x == 0),
+                "len {len}: {:?}",
+                &buf[..]
+            );
+            at += entries;
+        }
+    }
+
+    /// Both inline routes (`send` straight from the frame, `try_send` through `try_prepare`)
+    /// at the sizes where the unit grows, and the counters they keep.
+    #[tokio::test]
+    async fn both_inline_routes_carry_every_boundary_size() {
+        let (a, b) = crate::pair(crate::ShmConfig::default()).await.unwrap();
+        let max = a.inline_max();
+        let sizes = [0, 1, 16, 17, 64, 65, 72, 73, max - 1, max];
+        for (i, &len) in sizes.iter().enumerate() {
+            let payload: Vec<u8> = (0..len).map(|k| (k * 31 + i) as u8).collect();
+            if i % 2 == 0 {
+                a.send(Frame::new(payload.clone()).msg_id(i as u64))
+                    .await
+                    .unwrap();
+            } else {
+                a.try_send(Frame::new(payload.clone()).msg_id(i as u64))
+                    .unwrap();
+            }
+            let f = b.recv().await.unwrap();
+            assert_eq!(
+                (f.header.msg_id, f.bytes()),
+                (i as u64, &payload[..]),
+                "len {len}"
+            );
+        }
+        let s = a.stats();
+        assert_eq!((s.copied_sends, s.zero_copy_sends), (sizes.len() as u64, 0));
+        assert_eq!(s.bytes_sent, sizes.iter().sum::<usize>() as u64);
+    }
+
+    /// With several status flags set, operations report them in a fixed order: a local close
+    /// first, then corruption, then the peer's end.
+    #[tokio::test]
+    async fn status_flags_are_reported_in_order() {
+        let (a, b) = crate::pair(crate::ShmConfig::default()).await.unwrap();
+        a.inner.fail("test: broken on purpose".into());
+        for r in [
+            a.send(Frame::new(vec![1u8; 8])).await,
+            a.try_send(Frame::new(vec![1u8; 8])).map_err(|e| match e {
+                TrySendError::Full(_) => panic!("not full"),
+                TrySendError::Failed(e) => e,
+            }),
+            a.recv().await.map(drop),
+        ] {
+            assert!(matches!(r, Err(TransportError::Corrupt { .. })), "{r:?}");
+        }
+        a.close();
+        assert!(matches!(
+            a.send(Frame::new(vec![1u8; 8])).await,
+            Err(TransportError::Closed)
+        ));
+        assert!(matches!(a.recv().await, Err(TransportError::Closed)));
+        // The peer's end, seen by `b` once `a` closed: a graceful close, not a death.
+        let r = b.recv().await;
+        assert!(matches!(r, Err(TransportError::Closed)), "{r:?}");
+    }
+
+    /// (entry of the unit, word in it) of payload word `j` (`j < 8`), as the wire layout
+    /// documents it: descriptor words 6 and 7, then continuation words 0, 1, 2, 3, 5, 6.
+    fn payload_word_at_for_test(j: usize) -> (usize, usize) {
+        [
+            (0, 6),
+            (0, 7),
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            (1, 3),
+            (1, 5),
+            (1, 6),
+        ][j]
+    }
 
     #[test]
     fn receives_spin_longer_only_after_large_frames() {

@@ -95,6 +95,11 @@ async fn parent_run(seed: u64) -> Result<&'static str, String> {
     let mut outcome = "progress";
     let run = async {
         for i in 0..2000u64 {
+            if i % 64 == 0 {
+                // Walks the queued units from the tail the child publishes (best effort,
+                // must not panic or hang whatever it wrote).
+                let _ = t.stats();
+            }
             let r = if i % 2 == 0 {
                 t.send(Frame::new(vec![1u8; (i % 3000) as usize]))
                     .await
