@@ -108,24 +108,45 @@ pub(crate) fn encode_inline_unit(
         first[7] = payload_word(bytes, 1);
         return Some((first, 0));
     }
-    // One copy into a zero-padded buffer, then whole words at fixed offsets.
-    let mut b = [0u8; INLINE_MAX];
-    b[..bytes.len()].copy_from_slice(bytes);
+    // One copy into a zero-padded buffer sized for the unit (a fixed size, so the padding is
+    // a few stores), then whole words at fixed offsets.
+    let n = continuations(bytes.len());
+    if n == 1 {
+        encode_padded::<{ INLINE_HEAD + CONT_BYTES }>(bytes, &mut first, conts);
+    } else {
+        encode_padded::<INLINE_MAX>(bytes, &mut first, conts);
+    }
+    Some((first, n))
+}
+
+/// The payload words of an inline unit of `bytes` (more than [`INLINE_HEAD`], at most `N`):
+/// descriptor words 6 and 7 of `first`, and the continuation entries it needs.
+#[inline(always)]
+fn encode_padded<const N: usize>(
+    bytes: &[u8],
+    first: &mut [u64; 8],
+    conts: &mut [[u64; 8]; MAX_CONT],
+) {
+    let mut b = [0u8; N];
+    if let Some(dst) = b.get_mut(..bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
     let word = |at: usize| {
         let mut w = [0u8; 8];
-        w.copy_from_slice(&b[at..at + 8]);
+        if let Some(src) = b.get(at..at + 8) {
+            w.copy_from_slice(src);
+        }
         u64::from_le_bytes(w)
     };
     first[6] = word(0);
     first[7] = word(8);
-    let n = continuations(bytes.len());
+    let n = continuations(bytes.len().min(N));
     for (c, entry) in conts.iter_mut().take(n).enumerate() {
         *entry = [0; 8];
         for (i, &w) in CONT_WORDS.iter().enumerate() {
             entry[w] = word(INLINE_HEAD + c * CONT_BYTES + 8 * i);
         }
     }
-    Some((first, n))
 }
 
 /// The first [`TxBuf::INLINE_CAPACITY`](transport_api::TxBuf::INLINE_CAPACITY) bytes of an
