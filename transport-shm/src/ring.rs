@@ -372,7 +372,7 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
     /// checking for less would report room that the push cannot use, and the caller would
     /// spin instead of sleeping.
     ///
-    /// The announcement is the tail at which the unit fits ([`park_word`]): the consumer wakes
+    /// The announcement is the tail at which the unit fits (`park_word`): the consumer wakes
     /// this producer only once its tail reaches it, not on every pop. Local waiters of one
     /// producer share the word (the caller serialises them); the earliest threshold is kept.
     pub fn prepare_park(&mut self, needed: u64) -> Result<bool, RingError> {
