@@ -112,18 +112,19 @@ pub(crate) fn encode_inline_unit(
     // a few stores), then whole words at fixed offsets.
     let n = continuations(bytes.len());
     if n == 1 {
-        encode_padded::<{ INLINE_HEAD + CONT_BYTES }>(bytes, &mut first, conts);
+        encode_padded::<{ INLINE_HEAD + CONT_BYTES }>(bytes, n, &mut first, conts);
     } else {
-        encode_padded::<INLINE_MAX>(bytes, &mut first, conts);
+        encode_padded::<INLINE_MAX>(bytes, n, &mut first, conts);
     }
     Some((first, n))
 }
 
 /// The payload words of an inline unit of `bytes` (more than [`INLINE_HEAD`], at most `N`):
-/// descriptor words 6 and 7 of `first`, and the continuation entries it needs.
+/// descriptor words 6 and 7 of `first`, and its `n` continuation entries.
 #[inline(always)]
 fn encode_padded<const N: usize>(
     bytes: &[u8],
+    n: usize,
     first: &mut [u64; 8],
     conts: &mut [[u64; 8]; MAX_CONT],
 ) {
@@ -140,7 +141,6 @@ fn encode_padded<const N: usize>(
     };
     first[6] = word(0);
     first[7] = word(8);
-    let n = continuations(bytes.len().min(N));
     for (c, entry) in conts.iter_mut().take(n).enumerate() {
         *entry = [0; 8];
         for (i, &w) in CONT_WORDS.iter().enumerate() {

@@ -524,16 +524,10 @@ impl Inner {
         self.tx.slot_freed.notify_waiters();
     }
 
-    #[inline]
-    fn corrupt_error(&self) -> Option<TransportError> {
-        if !self.status.is(FAILED) {
-            return None;
-        }
-        self.corrupt_error_slow()
-    }
-
+    /// The `Corrupt` error with the recorded detail, once the session failed (the callers
+    /// check the `FAILED` flag first).
     #[cold]
-    fn corrupt_error_slow(&self) -> Option<TransportError> {
+    fn corrupt_error(&self) -> Option<TransportError> {
         lock_std(&self.status.corrupt)
             .as_ref()
             .map(|d| TransportError::corrupt(d.clone()))
@@ -587,7 +581,7 @@ impl Inner {
             return Some(TransportError::Closed);
         }
         if f & FAILED != 0
-            && let Some(e) = self.corrupt_error_slow()
+            && let Some(e) = self.corrupt_error()
         {
             return Some(e);
         }
