@@ -91,74 +91,104 @@ const fn payload_word_at(j: usize) -> (usize, usize) {
 /// the start of `conts` (their number is returned). `None` when `bytes` is longer than
 /// [`INLINE_MAX`]. The descriptor is word-for-word what [`Descriptor::inline`] and
 /// [`Descriptor::encode`] produce, without the intermediate byte arrays;
-/// [`Descriptor::encode_continuations`] is built on this function.
+/// [`Descriptor::encode_continuations`] is built on this function, and both on [`InlineUnit`]
+/// (which the send path writes into the ring directly).
 pub(crate) fn encode_inline_unit(
     header: &FrameHeader,
     bytes: &[u8],
     conts: &mut [[u64; 8]; MAX_CONT],
 ) -> Option<([u64; 8], usize)> {
-    if bytes.len() > INLINE_MAX {
-        return None;
+    let unit = InlineUnit::<INLINE_MAX>::new(header, bytes)?;
+    let first = std::array::from_fn(|i| unit.word(0, i));
+    for (c, entry) in conts.iter_mut().take(unit.entries() - 1).enumerate() {
+        *entry = std::array::from_fn(|i| unit.word(1 + c, i));
     }
-    let mut first = [0u64; 8];
-    first[..4].copy_from_slice(&header_words(header));
-    first[4] = bytes.len() as u64 | u64::from(KIND_INLINE) << 32;
-    if bytes.len() <= INLINE_HEAD {
-        first[6] = payload_word(bytes, 0);
-        first[7] = payload_word(bytes, 1);
-        return Some((first, 0));
-    }
-    // One copy into a zero-padded buffer sized for the unit (a fixed size, so the padding is
-    // a few stores), then whole words at fixed offsets.
-    let n = continuations(bytes.len());
-    if n == 1 {
-        encode_padded::<{ INLINE_HEAD + CONT_BYTES }>(bytes, n, &mut first, conts);
-    } else {
-        encode_padded::<INLINE_MAX>(bytes, n, &mut first, conts);
-    }
-    Some((first, n))
+    Some((first, unit.entries() - 1))
 }
 
-/// The payload words of an inline unit of `bytes` (more than [`INLINE_HEAD`], at most `N`):
-/// descriptor words 6 and 7 of `first`, and its `n` continuation entries.
-#[inline(always)]
-fn encode_padded<const N: usize>(
-    bytes: &[u8],
-    n: usize,
-    first: &mut [u64; 8],
-    conts: &mut [[u64; 8]; MAX_CONT],
-) {
-    let mut b = [0u8; N];
-    if let Some(dst) = b.get_mut(..bytes.len()) {
-        dst.copy_from_slice(bytes);
+/// An inline frame's ring unit (descriptor and continuation entries), produced word by word by
+/// [`InlineUnit::word`] so that the send path stores each word straight into the ring. The
+/// payload is held in a zero-padded copy of `N` bytes: a payload of more than
+/// [`INLINE_HEAD`] bytes is copied once (fixed size, so the padding is a few stores); a shorter
+/// one (`N` = [`INLINE_HEAD`]) is loaded as two words without a copy call.
+pub(crate) struct InlineUnit<const N: usize> {
+    /// Descriptor words 0..=4: the header, then length and kind.
+    head: [u64; 5],
+    /// The payload, zero-padded to `N` bytes.
+    bytes: [u8; N],
+    /// Entries of the unit (1 + continuations).
+    entries: usize,
+}
+
+impl<const N: usize> InlineUnit<N> {
+    /// The unit of `bytes`; `None` when they are longer than `N` or [`INLINE_MAX`].
+    #[inline(always)]
+    pub(crate) fn new(header: &FrameHeader, bytes: &[u8]) -> Option<Self> {
+        if bytes.len() > N.min(INLINE_MAX) {
+            return None;
+        }
+        let mut b = [0u8; N];
+        if N <= INLINE_HEAD {
+            // At most two words: loaded from the slice, with no call to `memcpy`.
+            for (j, chunk) in b.chunks_exact_mut(8).enumerate() {
+                chunk.copy_from_slice(&payload_word(bytes, j).to_le_bytes());
+            }
+        } else if let Some(dst) = b.get_mut(..bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+        let [h0, h1, h2, h3] = header_words(header);
+        Some(InlineUnit {
+            head: [
+                h0,
+                h1,
+                h2,
+                h3,
+                bytes.len() as u64 | u64::from(KIND_INLINE) << 32,
+            ],
+            bytes: b,
+            entries: 1 + continuations(bytes.len()),
+        })
     }
-    let word = |at: usize| {
+
+    /// Entries of the unit: the descriptor and its continuations.
+    #[inline(always)]
+    pub(crate) fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Word `i` (0..8) of entry `e` of the unit (0: the descriptor, `1 + c`: continuation
+    /// `c`). The stamp word of a continuation and the slot word of the descriptor are zero;
+    /// positions past the payload read as zero padding.
+    #[inline(always)]
+    pub(crate) fn word(&self, e: usize, i: usize) -> u64 {
+        let at = match (e, i) {
+            (0, 0..5) => return self.head[i],
+            (0, 5) => return 0,
+            (0, _) => 8 * (i - 6),
+            (_, 4) => return 0,
+            // Continuation words 0..3 and 5..7 carry bytes in order (word 4 is the ring's).
+            _ => INLINE_HEAD + (e - 1) * CONT_BYTES + 8 * (i - usize::from(i > 4)),
+        };
         let mut w = [0u8; 8];
-        if let Some(src) = b.get(at..at + 8) {
+        if let Some(src) = self.bytes.get(at..at + 8) {
             w.copy_from_slice(src);
         }
         u64::from_le_bytes(w)
-    };
-    first[6] = word(0);
-    first[7] = word(8);
-    for (c, entry) in conts.iter_mut().take(n).enumerate() {
-        *entry = [0; 8];
-        for (i, &w) in CONT_WORDS.iter().enumerate() {
-            entry[w] = word(INLINE_HEAD + c * CONT_BYTES + 8 * i);
-        }
     }
 }
 
 /// The first [`TxBuf::INLINE_CAPACITY`](transport_api::TxBuf::INLINE_CAPACITY) bytes of an
-/// inline payload, from its descriptor words `first` and its first continuation entry `cont`
-/// (any words when the payload has none). Bytes past the payload's length are whatever the
-/// words held: the caller keeps only the length.
-pub(crate) fn inline_small_bytes(first: &[u64; 8], cont: &[u64; 8]) -> [u8; 64] {
+/// inline payload, from its descriptor words `first` and word `i` of its first continuation
+/// entry as `cont(i)` (called only for the words that carry payload; any value when the
+/// payload has none). Bytes past the payload's length are whatever the words held: the caller
+/// keeps only the length.
+#[inline(always)]
+pub(crate) fn inline_small_bytes(first: &[u64; 8], cont: impl Fn(usize) -> u64) -> [u8; 64] {
     let mut out = [0u8; 64];
     for (j, chunk) in out.chunks_exact_mut(8).enumerate() {
         let w = match payload_word_at(j) {
             (0, i) => first[i],
-            (_, i) => cont[i],
+            (_, i) => cont(i),
         };
         chunk.copy_from_slice(&w.to_le_bytes());
     }
@@ -405,7 +435,7 @@ impl Descriptor {
             Location::Inline(len) => {
                 let mut data = [0u8; INLINE_HEAD];
                 let n = len.min(INLINE_HEAD);
-                data[..n].copy_from_slice(&inline_small_bytes(w, &[0; 8])[..n]);
+                data[..n].copy_from_slice(&inline_small_bytes(w, |_| 0)[..n]);
                 DescPayload::Inline {
                     len: len as u8,
                     data,
@@ -606,12 +636,46 @@ mod tests {
             assert!(out[rest.len()..].iter().all(|&b| b == 0), "len {len}");
             // The receive side's word reader gives back the first 64 bytes.
             let cont = if n > 0 { conts[0] } else { [0; 8] };
-            let small = inline_small_bytes(&first, &cont);
+            let small = inline_small_bytes(&first, |i| cont[i]);
             let k = len.min(small.len());
             assert_eq!(&small[..k], &bytes[..k], "len {len}");
         }
         let mut conts = [[0; 8]; MAX_CONT];
         assert!(encode_inline_unit(&header(), &[0; INLINE_MAX + 1], &mut conts).is_none());
+    }
+
+    /// The send path picks the smallest padded copy for each size: every one must give the
+    /// same words as the full-size unit (which the fixed-layout test pins), and refuse only
+    /// payloads longer than it holds.
+    #[test]
+    fn every_padded_unit_size_gives_the_same_words() {
+        fn check<const N: usize>(bytes: &[u8], reference: &InlineUnit<INLINE_MAX>) {
+            let len = bytes.len();
+            let Some(u) = InlineUnit::<N>::new(&header(), bytes) else {
+                assert!(len > N, "len {len} refused by a {N}-byte unit");
+                return;
+            };
+            assert!(len <= N, "len {len} accepted by a {N}-byte unit");
+            assert_eq!(u.entries(), reference.entries(), "len {len}, N {N}");
+            for e in 0..u.entries() {
+                for i in 0..8 {
+                    assert_eq!(
+                        u.word(e, i),
+                        reference.word(e, i),
+                        "len {len} N {N} ({e}, {i})"
+                    );
+                }
+            }
+        }
+        let payload: Vec<u8> = (0..INLINE_MAX).map(|i| (i * 29 + 3) as u8).collect();
+        for len in 0..=INLINE_MAX {
+            let bytes = &payload[..len];
+            let reference = InlineUnit::<INLINE_MAX>::new(&header(), bytes).unwrap();
+            assert_eq!(reference.entries(), 1 + continuations(len));
+            check::<INLINE_HEAD>(bytes, &reference);
+            check::<{ INLINE_HEAD + CONT_BYTES }>(bytes, &reference);
+        }
+        assert!(InlineUnit::<INLINE_MAX>::new(&header(), &[0; INLINE_MAX + 1]).is_none());
     }
 
     #[test]

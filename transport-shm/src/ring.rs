@@ -309,10 +309,26 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
     /// covers the others). [`PushError::Full`] when they do not fit right now.
     #[inline]
     pub fn try_push_unit(&mut self, first: &[u64; W], rest: &[[u64; W]]) -> Result<(), PushError> {
-        let n = 1 + rest.len() as u64;
-        if n > self.cap {
+        self.try_push_unit_with(1 + rest.len(), |e, i| match e.checked_sub(1) {
+            None => first[i],
+            Some(c) => rest[c][i],
+        })
+    }
+
+    /// [`Producer::try_push_unit`] for a unit of `entries` entries whose words are produced by
+    /// `word(e, i)` (word `i` of entry `e`, 0 being the first): each is stored straight into
+    /// the ring, with no intermediate copy of the unit. Called once per word, in the order the
+    /// words are stored (later entries first).
+    #[inline(always)]
+    pub fn try_push_unit_with(
+        &mut self,
+        entries: usize,
+        word: impl Fn(usize, usize) -> u64,
+    ) -> Result<(), PushError> {
+        let n = entries as u64;
+        if n > self.cap || n == 0 {
             return Err(PushError::BadUnit {
-                entries: 1 + rest.len(),
+                entries,
                 capacity: self.cap,
             });
         }
@@ -328,27 +344,28 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
         let words: &[AtomicU64] = &self.words;
         // `index & mask < cap` and the region holds `cap * W` entry words (checked at attach),
         // so the entry ranges below are in bounds.
-        for (k, entry) in rest.iter().enumerate() {
-            let index = self.head.wrapping_add(1 + k as u64);
+        for e in 1..entries {
+            let index = self.head.wrapping_add(e as u64);
             let slot = entry_words::<W>(words, index & mask);
-            for (i, (dst, w)) in slot.iter().zip(entry).enumerate() {
+            for (i, dst) in slot.iter().enumerate() {
+                let w = word(e, i);
                 let w = if STAMPED && i == STAMP_WORD {
                     (w & !STAMP_MASK) | stamp(index, self.lap_shift)
                 } else {
-                    *w
+                    w
                 };
                 dst.store(w, Ordering::Relaxed);
             }
         }
         let slot = entry_words::<W>(words, self.head & mask);
-        for (i, (dst, w)) in slot.iter().zip(first).enumerate() {
+        for (i, dst) in slot.iter().enumerate() {
             if !(STAMPED && i == STAMP_WORD) {
-                dst.store(*w, Ordering::Relaxed);
+                dst.store(word(0, i), Ordering::Relaxed);
             }
         }
         if STAMPED {
             // Last: the stamp publishes the whole unit.
-            let w = (first[STAMP_WORD] & !STAMP_MASK) | stamp(self.head, self.lap_shift);
+            let w = (word(0, STAMP_WORD) & !STAMP_MASK) | stamp(self.head, self.lap_shift);
             slot[STAMP_WORD].store(w, Ordering::Release);
         }
         self.head = self.head.wrapping_add(n);
@@ -550,6 +567,19 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
             out[STAMP_WORD] &= !STAMP_MASK;
         }
         out
+    }
+
+    /// Word `w` of the entry `i` positions after the tail, as [`Consumer::read`] would return
+    /// it (stamp bits cleared), without reading the rest of the entry. `w` is less than `W`.
+    #[inline(always)]
+    pub fn word(&self, i: u64, w: usize) -> u64 {
+        let slot = entry_words::<W>(&self.words, self.tail.wrapping_add(i) & (self.cap - 1));
+        let v = slot[w].load(Ordering::Relaxed);
+        if STAMPED && w == STAMP_WORD {
+            v & !STAMP_MASK
+        } else {
+            v
+        }
     }
 
     /// Consumes `n` entries (the unit just read) and gives their room back to the producer
@@ -772,6 +802,14 @@ mod tests {
                 capacity: 4
             })
         ));
+        // Nor can an empty one (it would publish a stamp over nothing).
+        assert_eq!(
+            p.try_push_unit_with(0, |_, _| 0),
+            Err(PushError::BadUnit {
+                entries: 0,
+                capacity: 4
+            })
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //! Peer liveness comes from the session socket, watched by one small task per session.
 
 use crate::descriptor::{
-    CONT_BYTES, DescPayload, Descriptor, INLINE_HEAD, INLINE_MAX, Location, MAX_CONT, SlotRef,
-    continuations, encode_inline_unit, header_from_words, inline_small_bytes,
+    CONT_BYTES, DescPayload, Descriptor, INLINE_HEAD, INLINE_MAX, InlineUnit, Location, MAX_CONT,
+    SlotRef, continuations, header_from_words, inline_small_bytes,
 };
 use crate::layout::{Direction, Side};
 use crate::mapping::SharedWords as Words;
@@ -797,8 +797,10 @@ impl Inner {
                 // Copied out before its entries are given back: from whole words into the
                 // frame itself when it fits (no allocation), else onto the heap.
                 let small = if len <= TxBuf::INLINE_CAPACITY {
-                    let cont = if conts > 0 { st.ring.read(1) } else { [0; 8] };
-                    TxBuf::inline_from_array(inline_small_bytes(&words, &cont), len)
+                    // Only the continuation words that carry these bytes are loaded.
+                    let ring = &st.ring;
+                    let cont = |i| if conts > 0 { ring.word(1, i) } else { 0 };
+                    TxBuf::inline_from_array(inline_small_bytes(&words, cont), len)
                 } else {
                     None
                 };
@@ -849,7 +851,7 @@ impl Inner {
         let mut v = Vec::with_capacity(len);
         v.resize(len, 0);
         let head = len.min(INLINE_HEAD);
-        v[..head].copy_from_slice(&inline_small_bytes(first, &[0; 8])[..head]);
+        v[..head].copy_from_slice(&inline_small_bytes(first, |_| 0)[..head]);
         for k in 0..continuations(len) {
             if let Some(rest) = v.get_mut(INLINE_HEAD + k * CONT_BYTES..) {
                 Descriptor::read_continuation(&st.ring.read(1 + k as u64), rest);
@@ -940,7 +942,7 @@ impl Inner {
                 let first = Descriptor::slot(header, slot, b.len() as u32).encode();
                 let len = b.len();
                 let zero_copy = *zero_copy;
-                self.push_unit(&first, &[], len, zero_copy, |st| {
+                self.push_unit(1, |_, i| first[i], len, zero_copy, |st| {
                     if let Some(b) = buf.take() {
                         let _ = b.take_lease(&self.owner);
                     }
@@ -953,37 +955,48 @@ impl Inner {
     }
 
     /// Tries to publish `bytes` (at most `INLINE_MAX`) inline in the ring, straight from the
-    /// caller's memory.
+    /// caller's memory: each ring word is computed from a padded copy sized for the unit
+    /// ([`InlineUnit`]) and stored in place.
     fn try_publish_inline(&self, header: &FrameHeader, bytes: &[u8]) -> Result<bool> {
         if let Some(e) = self.send_blocker() {
             return Err(e);
         }
-        // The ring entries are built before taking the lock.
-        let mut conts = [[0u64; 8]; MAX_CONT];
-        let Some((first, n)) = encode_inline_unit(header, bytes, &mut conts) else {
-            return Err(TransportError::PayloadTooLarge {
-                len: bytes.len(),
-                max: INLINE_MAX,
-            });
-        };
-        self.push_unit(&first, &conts[..n], bytes.len(), false, |_| {})
+        let len = bytes.len();
+        // The padded copy is made before taking the lock.
+        if len <= INLINE_HEAD {
+            if let Some(u) = InlineUnit::<INLINE_HEAD>::new(header, bytes) {
+                return self.push_unit(1, |e, i| u.word(e, i), len, false, |_| {});
+            }
+        } else if len <= INLINE_HEAD + CONT_BYTES {
+            if let Some(u) = InlineUnit::<{ INLINE_HEAD + CONT_BYTES }>::new(header, bytes) {
+                return self.push_unit(2, |e, i| u.word(e, i), len, false, |_| {});
+            }
+        } else if let Some(u) = InlineUnit::<INLINE_MAX>::new(header, bytes) {
+            return self.push_unit(u.entries(), |e, i| u.word(e, i), len, false, |_| {});
+        }
+        Err(TransportError::PayloadTooLarge {
+            len,
+            max: INLINE_MAX,
+        })
     }
 
-    /// Publishes the unit `first` + `conts` if the ring has room now (`Ok(false)` if not), then
+    /// Publishes the unit of `entries` entries whose words `word(e, i)` gives (see
+    /// [`crate::ring::Producer::try_push_unit_with`]) if the ring has room now (`Ok(false)` if not), then
     /// runs `published` under the transmit lock. A published frame of `len` bytes is counted in
     /// the send counters (written only here, under the transmit lock); the receiver's doorbell
     /// is rung after unlocking if it sleeps.
+    #[inline(always)]
     fn push_unit(
         &self,
-        first: &[u64; 8],
-        conts: &[[u64; 8]],
+        entries: usize,
+        word: impl Fn(usize, usize) -> u64,
         len: usize,
         zero_copy: bool,
         published: impl FnOnce(&mut TxState),
     ) -> Result<bool> {
         let mut st = lock(&self.tx.state);
         self.check_not_reclaimed(&st)?;
-        match st.ring.try_push_unit(first, conts) {
+        match st.ring.try_push_unit_with(entries, word) {
             Ok(()) => {}
             Err(PushError::Full) => return Ok(false),
             Err(PushError::Corrupt(e)) => {
@@ -996,16 +1009,12 @@ impl Inner {
                 return Err(TransportError::Config(format!("transmit ring: {e}")));
             }
         }
-        debug_assert!(
-            conts.len() <= MAX_CONT,
-            "a unit of {} entries",
-            1 + conts.len()
-        );
-        let start = st.ring.head().wrapping_sub(1 + conts.len() as u64);
+        debug_assert!(entries <= 1 + MAX_CONT, "a unit of {entries} entries");
+        let start = st.ring.head().wrapping_sub(entries as u64);
         let at = (start & (st.ring.capacity() - 1)) as usize;
         if let Some(e) = st.unit_entries.get_mut(at) {
-            // `1 + conts.len() <= 1 + MAX_CONT`.
-            *e = 1 + conts.len() as u8;
+            // `entries <= 1 + MAX_CONT`.
+            *e = entries as u8;
         }
         published(&mut st);
         let wake = st.ring.consumer_needs_wake();
