@@ -152,9 +152,16 @@ impl Mapping {
             mapping_len: self.len(),
         })?;
         self.check(offset, len)?;
+        // `check` passed: `offset` is within the mapping, whose base pointer is non-null.
+        let start =
+            NonNull::new(self.at(offset).cast::<AtomicU64>()).ok_or(MappingError::OutOfBounds {
+                offset,
+                len,
+                mapping_len: self.len(),
+            })?;
         Ok(SharedWords {
             map: Arc::clone(self),
-            offset,
+            start,
             count,
         })
     }
@@ -171,31 +178,52 @@ impl Mapping {
 }
 
 /// A checked `[AtomicU64]` view into a [`Mapping`]; keeps the mapping alive.
+///
+/// The start of the view is computed once, when it is created: the hot paths index rings
+/// through it on every access, and re-deriving it from the mapping each time cost three
+/// dependent loads per access.
 #[derive(Debug, Clone)]
 pub struct SharedWords {
+    #[expect(
+        dead_code,
+        reason = "held, not read: keeps the mapping under `start` alive"
+    )]
     map: Arc<Mapping>,
-    offset: usize,
+    /// First word of the view: `map`'s base plus the checked offset.
+    start: NonNull<AtomicU64>,
     count: usize,
 }
+
+// SAFETY: a `SharedWords` is a shared view of `count` `AtomicU64`s (as a `&[AtomicU64]` is,
+// which is `Send` and `Sync`) plus the `Arc` that keeps their mapping alive (`Mapping` is
+// `Send + Sync`: it is an `MmapRaw`, which is). The raw `start` pointer is only ever turned into
+// that shared slice, so moving or sharing the view across threads allows nothing a
+// `&[AtomicU64]` would not.
+unsafe impl Send for SharedWords {}
+// SAFETY: as for `Send` above.
+unsafe impl Sync for SharedWords {}
+
+/// The claim above that `Mapping` is `Send + Sync`, checked by the compiler.
+const _: () = {
+    fn send_and_sync<T: Send + Sync>() {}
+    let _ = send_and_sync::<Mapping>;
+};
 
 impl Deref for SharedWords {
     type Target = [AtomicU64];
 
+    #[inline]
     fn deref(&self) -> &[AtomicU64] {
         // SAFETY: `Mapping::words` checked that `offset..offset + 8 * count` lies inside the
-        // mapping (or region) and that `offset` is a multiple of 8; the mapping base is
-        // page-aligned and a region starts at a multiple of `REGION_ALIGN` (64), so the pointer
-        // is aligned for `AtomicU64` (size and alignment 8). The mapping is alive as
-        // long as `self.map`, hence as long as the returned borrow of `self`. `AtomicU64` has
-        // interior mutability and every bit pattern is valid, so concurrent writes by this or
-        // another process (through atomics, or arbitrary bytes from a hostile peer) are allowed
-        // through a shared reference.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.map.at(self.offset).cast_const().cast::<AtomicU64>(),
-                self.count,
-            )
-        }
+        // mapping (or region) and that `offset` is a multiple of 8, and set `start` to the
+        // mapping's address at `offset`; the mapping base is page-aligned and a region starts
+        // at a multiple of `REGION_ALIGN` (64), so the pointer is aligned for `AtomicU64` (size
+        // and alignment 8). The mapping does not move and is alive as long as `self.map`, hence
+        // as long as the returned borrow of `self`. `AtomicU64` has interior mutability and
+        // every bit pattern is valid, so concurrent writes by this or another process (through
+        // atomics, or arbitrary bytes from a hostile peer) are allowed through a shared
+        // reference.
+        unsafe { std::slice::from_raw_parts(self.start.as_ptr().cast_const(), self.count) }
     }
 }
 
