@@ -98,6 +98,7 @@ impl TxBuf {
     /// [`TxBuf::INLINE_CAPACITY`] bytes (its capacity is then that), on the heap beyond. Sending
     /// it copies once on backends with their own memory; a heap buffer is not copied by
     /// in-process backends.
+    #[inline]
     pub fn heap(len: usize) -> TxBuf {
         if len <= Self::INLINE_CAPACITY {
             return TxBuf {
@@ -121,6 +122,7 @@ impl TxBuf {
     /// for a backend that received a small payload as whole words. `None` when `len` is above
     /// [`TxBuf::INLINE_CAPACITY`]. The bytes of `data` past `len` are never visible: reading
     /// stops at `len`, and [`TxBuf::set_len`] zeroes what it adds.
+    #[inline]
     pub fn inline_from_array(data: [u8; Self::INLINE_CAPACITY], len: usize) -> Option<TxBuf> {
         (len <= Self::INLINE_CAPACITY).then_some(TxBuf {
             repr: Repr::Inline {
@@ -158,6 +160,7 @@ impl TxBuf {
     }
 
     /// Number of bytes the buffer holds.
+    #[inline]
     pub fn len(&self) -> usize {
         match &self.repr {
             Repr::Heap(b) => b.len(),
@@ -167,11 +170,13 @@ impl TxBuf {
     }
 
     /// True when the buffer holds no bytes.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Largest length this buffer can hold (what `alloc` reserved).
+    #[inline]
     pub fn capacity(&self) -> usize {
         match &self.repr {
             Repr::Heap(b) => b.capacity(),
@@ -217,6 +222,7 @@ impl TxBuf {
     }
 
     /// True when this buffer is a lease from `owner`.
+    #[inline]
     pub fn is_leased_from(&self, owner: &Arc<dyn LeaseOwner>) -> bool {
         match &self.repr {
             Repr::Lease(Lease { owner: Some(o), .. }) => {
@@ -263,12 +269,14 @@ impl TxBuf {
     }
 
     /// True when the buffer is process memory (on the heap or inline), not a lease.
+    #[inline]
     pub fn is_heap(&self) -> bool {
         !matches!(self.repr, Repr::Lease(_))
     }
 
     /// True when the bytes are held inside the `TxBuf` (see [`TxBuf::INLINE_CAPACITY`]):
     /// turning it into `Bytes` copies them.
+    #[inline]
     pub fn is_inline(&self) -> bool {
         matches!(self.repr, Repr::Inline { .. })
     }
@@ -276,6 +284,7 @@ impl TxBuf {
 
 impl std::ops::Deref for TxBuf {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         match &self.repr {
             Repr::Heap(b) => b,
@@ -286,6 +295,7 @@ impl std::ops::Deref for TxBuf {
 }
 
 impl std::ops::DerefMut for TxBuf {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.repr {
             Repr::Heap(b) => b,

@@ -71,6 +71,7 @@ pub enum Payload {
 
 impl Payload {
     /// Length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         match self {
             Payload::Bytes(b) => b.len(),
@@ -79,6 +80,7 @@ impl Payload {
     }
 
     /// True when empty.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -100,6 +102,7 @@ impl Default for Payload {
 
 impl std::ops::Deref for Payload {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         match self {
             Payload::Bytes(b) => b,
@@ -109,12 +112,14 @@ impl std::ops::Deref for Payload {
 }
 
 impl AsRef<[u8]> for Payload {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self
     }
 }
 
 impl From<Bytes> for Payload {
+    #[inline]
     fn from(b: Bytes) -> Self {
         Payload::Bytes(b)
     }
@@ -135,6 +140,7 @@ impl From<&'static str> for Payload {
     }
 }
 impl From<TxBuf> for Payload {
+    #[inline]
     fn from(b: TxBuf) -> Self {
         Payload::Buf(b)
     }
@@ -161,6 +167,7 @@ pub struct Frame {
 
 impl Frame {
     /// A frame with a default header and the given payload.
+    #[inline]
     pub fn new(payload: impl Into<Payload>) -> Frame {
         Frame {
             header: FrameHeader::default(),
@@ -169,6 +176,7 @@ impl Frame {
     }
 
     /// A frame with the given header and payload.
+    #[inline]
     pub fn with_header(header: FrameHeader, payload: impl Into<Payload>) -> Frame {
         Frame {
             header,
@@ -177,30 +185,35 @@ impl Frame {
     }
 
     /// Sets the message id.
+    #[inline]
     pub fn msg_id(mut self, id: u64) -> Self {
         self.header.msg_id = id;
         self
     }
 
     /// Sets the channel id.
+    #[inline]
     pub fn channel(mut self, channel: u32) -> Self {
         self.header.channel = channel;
         self
     }
 
     /// Sets the method id.
+    #[inline]
     pub fn method(mut self, method: u32) -> Self {
         self.header.method = method;
         self
     }
 
     /// Sets the flags.
+    #[inline]
     pub fn flags(mut self, flags: u32) -> Self {
         self.header.flags = flags;
         self
     }
 
     /// The payload bytes.
+    #[inline]
     pub fn bytes(&self) -> &[u8] {
         &self.payload
     }

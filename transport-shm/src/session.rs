@@ -796,18 +796,22 @@ impl Inner {
                 }
                 // Copied out before its entries are given back: from whole words into the
                 // frame itself when it fits (no allocation), else onto the heap.
-                let small = if len <= TxBuf::INLINE_CAPACITY {
+                if len <= TxBuf::INLINE_CAPACITY {
                     // Only the continuation words that carry these bytes are loaded.
                     let ring = &st.ring;
                     let cont = |i| if conts > 0 { ring.word(1, i) } else { 0 };
-                    TxBuf::inline_from_array(inline_small_bytes(&words, cont), len)
-                } else {
-                    None
-                };
-                let payload = match small {
-                    Some(b) => Payload::Buf(b),
-                    None => Payload::Bytes(Bytes::from(self.read_inline(&st, &words, len))),
-                };
+                    if let Some(b) = TxBuf::inline_from_array(inline_small_bytes(&words, cont), len)
+                    {
+                        let wake = self.consumed(&mut st, 1 + conts as u64, len);
+                        self.rx.unlock_and_wake(st, wake);
+                        self.kick_waiters();
+                        // Returned from here: the frame, the largest value on this path, is
+                        // built once.
+                        let header = header_from_words(&words);
+                        return Ok(Some(Frame::with_header(header, Payload::Buf(b))));
+                    }
+                }
+                let payload = Payload::Bytes(Bytes::from(self.read_inline(&st, &words, len)));
                 let wake = self.consumed(&mut st, 1 + conts as u64, len);
                 self.rx.unlock_and_wake(st, wake);
                 payload
