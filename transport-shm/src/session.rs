@@ -1312,58 +1312,67 @@ impl ShmTransport {
 }
 
 impl Transport for ShmTransport {
-    async fn send(&self, frame: Frame) -> Result<()> {
-        let inner = &self.inner;
-        let len = frame.payload.len();
-        if len > inner.max_payload {
-            return Err(TransportError::PayloadTooLarge {
-                len,
-                max: inner.max_payload,
-            });
-        }
-        if len <= inner.inline_max && !is_lease_of(&frame.payload, &inner.owner) {
-            // Small frames travel inline: published straight from the caller's bytes (which
-            // checks `send_blocker` first), with the same fast path and spin as below.
-            if inner.try_publish_inline(&frame.header, &frame.payload)?
+    // Not an `async fn`: its argument would be copied from the future into a local when it
+    // is first polled, and a frame is the largest value of the hot path. The block uses the
+    // captured frame in place.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "see above: the argument is used in place"
+    )]
+    fn send(&self, frame: Frame) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let inner = &self.inner;
+            let len = frame.payload.len();
+            if len > inner.max_payload {
+                return Err(TransportError::PayloadTooLarge {
+                    len,
+                    max: inner.max_payload,
+                });
+            }
+            if len <= inner.inline_max && !is_lease_of(&frame.payload, &inner.owner) {
+                // Small frames travel inline: published straight from the caller's bytes (which
+                // checks `send_blocker` first), with the same fast path and spin as below.
+                if inner.try_publish_inline(&frame.header, &frame.payload)?
+                    || inner
+                        .spin(|| {
+                            Ok(inner
+                                .try_publish_inline(&frame.header, &frame.payload)?
+                                .then_some(()))
+                        })?
+                        .is_some()
+                {
+                    inner.kick_waiters();
+                    return Ok(());
+                }
+                return Box::pin(inner.send_wait(frame.header, Body::Inline(frame.payload))).await;
+            }
+            if let Some(e) = inner.send_blocker() {
+                return Err(e);
+            }
+            let header = frame.header;
+            let mut body = match inner.try_prepare(frame.payload)? {
+                Ok(body) => body,
+                Err(p) => {
+                    let mut buf = self.alloc(len).await?;
+                    buf.copy_from_slice(&p);
+                    Body::Slot {
+                        buf: Some(buf),
+                        zero_copy: false,
+                    }
+                }
+            };
+            // Fast path, then a short spin, without registering as a waiter; the parking part is
+            // boxed so that this future stays small (it is moved on every call).
+            if inner.try_publish(header, &mut body)?
                 || inner
-                    .spin(|| {
-                        Ok(inner
-                            .try_publish_inline(&frame.header, &frame.payload)?
-                            .then_some(()))
-                    })?
+                    .spin(|| Ok(inner.try_publish(header, &mut body)?.then_some(())))?
                     .is_some()
             {
                 inner.kick_waiters();
                 return Ok(());
             }
-            return Box::pin(inner.send_wait(frame.header, Body::Inline(frame.payload))).await;
+            Box::pin(inner.send_wait(header, body)).await
         }
-        if let Some(e) = inner.send_blocker() {
-            return Err(e);
-        }
-        let header = frame.header;
-        let mut body = match inner.try_prepare(frame.payload)? {
-            Ok(body) => body,
-            Err(p) => {
-                let mut buf = self.alloc(len).await?;
-                buf.copy_from_slice(&p);
-                Body::Slot {
-                    buf: Some(buf),
-                    zero_copy: false,
-                }
-            }
-        };
-        // Fast path, then a short spin, without registering as a waiter; the parking part is
-        // boxed so that this future stays small (it is moved on every call).
-        if inner.try_publish(header, &mut body)?
-            || inner
-                .spin(|| Ok(inner.try_publish(header, &mut body)?.then_some(())))?
-                .is_some()
-        {
-            inner.kick_waiters();
-            return Ok(());
-        }
-        Box::pin(inner.send_wait(header, body)).await
     }
 
     fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
