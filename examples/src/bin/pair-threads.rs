@@ -7,6 +7,7 @@
 //! cargo build --release -p examples --bin pair-threads
 //! target/release/pair-threads stream 64 2000000   # one-way frames/s, receiver reads every byte
 //! target/release/pair-threads rtt 8 200000         # round trips, median and mean in ns
+//! target/release/pair-threads stream 64 2000000 same  # both threads on CPU 0
 //! ```
 
 use std::time::{Duration, Instant};
@@ -99,13 +100,21 @@ fn main() -> Result<(), BoxError> {
     let mode = args.first().map(String::as_str).unwrap_or("stream");
     let size: usize = args.get(1).map_or(Ok(64), |s| s.parse())?;
     let n: u64 = args.get(2).map_or(Ok(1_000_000), |s| s.parse())?;
+    // `same`: both endpoints on CPU 0 (the benchmark's `--placement same`).
+    let peer_cpu = match args.get(3).map(String::as_str) {
+        None | Some("split") => 1,
+        Some("same") => 0,
+        Some(other) => {
+            return Err(format!("unknown placement `{other}`: expected split or same").into());
+        }
+    };
     let (a, b) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(transport_shm::pair(ShmConfig::default()))?;
     match mode {
         "stream" => {
-            let rx = on_cpu(1, async move || stream_recv(b, n).await);
+            let rx = on_cpu(peer_cpu, async move || stream_recv(b, n).await);
             let tx = on_cpu(0, async move || stream_send(a, size, n).await);
             let elapsed = tx.join().map_err(|_| "sender panicked")??;
             let sum = rx.join().map_err(|_| "receiver panicked")??;
@@ -116,7 +125,7 @@ fn main() -> Result<(), BoxError> {
             );
         }
         "rtt" => {
-            let echo = on_cpu(1, async move || rtt_echo(b, n).await);
+            let echo = on_cpu(peer_cpu, async move || rtt_echo(b, n).await);
             let ping = on_cpu(0, async move || rtt_ping(a, size, n).await);
             let mut s = ping.join().map_err(|_| "pinger panicked")??;
             echo.join().map_err(|_| "echo panicked")??;
