@@ -124,6 +124,11 @@ impl<const N: usize> InlineUnit<N> {
     /// The unit of `bytes`; `None` when they are longer than `N` or [`INLINE_MAX`].
     #[inline(always)]
     pub(crate) fn new(header: &FrameHeader, bytes: &[u8]) -> Option<Self> {
+        // Whole words only (a partial last word would read as zero and lose bytes), and no
+        // more than the largest unit.
+        const {
+            assert!(N % 8 == 0 && N >= INLINE_HEAD && N <= INLINE_MAX);
+        }
         if bytes.len() > N.min(INLINE_MAX) {
             return None;
         }

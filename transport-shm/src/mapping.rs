@@ -152,7 +152,8 @@ impl Mapping {
             mapping_len: self.len(),
         })?;
         self.check(offset, len)?;
-        // `check` passed: `offset` is within the mapping, whose base pointer is non-null.
+        // `check` passed: `offset` is within the mapping, whose base pointer is non-null, so
+        // this error cannot occur (it only keeps the conversion free of a panic).
         let start =
             NonNull::new(self.at(offset).cast::<AtomicU64>()).ok_or(MappingError::OutOfBounds {
                 offset,
@@ -182,7 +183,7 @@ impl Mapping {
 /// The start of the view is computed once, when it is created: the hot paths index rings
 /// through it on every access, and re-deriving it from the mapping each time cost three
 /// dependent loads per access.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SharedWords {
     #[expect(
         dead_code,
@@ -196,9 +197,9 @@ pub struct SharedWords {
 
 // SAFETY: a `SharedWords` is a shared view of `count` `AtomicU64`s (as a `&[AtomicU64]` is,
 // which is `Send` and `Sync`) plus the `Arc` that keeps their mapping alive (`Mapping` is
-// `Send + Sync`: it is an `MmapRaw`, which is). The raw `start` pointer is only ever turned into
-// that shared slice, so moving or sharing the view across threads allows nothing a
-// `&[AtomicU64]` would not.
+// `Send + Sync`: an `Arc<MmapRaw>`, two integers and an optional `Send + Sync` guard; checked
+// below). The raw `start` pointer is only ever turned into that shared slice, so moving or
+// sharing the view across threads allows nothing a `&[AtomicU64]` would not.
 unsafe impl Send for SharedWords {}
 // SAFETY: as for `Send` above.
 unsafe impl Sync for SharedWords {}
@@ -208,6 +209,16 @@ const _: () = {
     fn send_and_sync<T: Send + Sync>() {}
     let _ = send_and_sync::<Mapping>;
 };
+
+/// Shows the length only: the address of the view says nothing useful and would put the
+/// process layout into logs.
+impl std::fmt::Debug for SharedWords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWords")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Deref for SharedWords {
     type Target = [AtomicU64];

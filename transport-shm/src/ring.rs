@@ -318,7 +318,8 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
     /// [`Producer::try_push_unit`] for a unit of `entries` entries whose words are produced by
     /// `word(e, i)` (word `i` of entry `e`, 0 being the first): each is stored straight into
     /// the ring, with no intermediate copy of the unit. Called once per word, in the order the
-    /// words are stored (later entries first).
+    /// words are stored: the continuation entries in order, then the first entry, its stamp
+    /// word last.
     #[inline(always)]
     pub fn try_push_unit_with(
         &mut self,
@@ -339,8 +340,8 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Produc
             }
         }
         let mask = self.cap - 1;
-        // The view is resolved once: through `Deref` every access would reload the mapping's
-        // base (the stores below could alias it as far as the compiler knows).
+        // The view is resolved once: through `Deref` every access would reload the view's
+        // start and length (the stores below could alias them as far as the compiler knows).
         let words: &[AtomicU64] = &self.words;
         // `index & mask < cap` and the region holds `cap * W` entry words (checked at attach),
         // so the entry ranges below are in bounds.
@@ -761,6 +762,43 @@ mod tests {
         // bounds.
         for i in [u64::MAX, u64::MAX - 3, 1 << 63] {
             assert!(!probe.is_published(i));
+        }
+    }
+
+    /// A unit pushed from a word generator lands word for word where `try_push_unit` puts
+    /// it, and `Consumer::word` reads each word as `read` does (stamp bits cleared), across
+    /// wrap-around and laps.
+    #[test]
+    fn generated_units_and_single_words_match_whole_entries() {
+        let r = region(8, DESC_WORDS);
+        let mut p = DescProducer::attach(r.clone(), 8).unwrap();
+        let mut c = DescConsumer::attach(r.clone(), 8).unwrap();
+        let gen_word = |seed: u64| {
+            move |e: usize, i: usize| {
+                // The top bits set on purpose: in the stamp word the ring owns them and must
+                // replace them; elsewhere they are data and must arrive.
+                (seed << 16 | (e as u64) << 8 | i as u64) | STAMP_MASK
+            }
+        };
+        for round in 0..40u64 {
+            let entries = 1 + (round % 3) as usize;
+            p.try_push_unit_with(entries, gen_word(round)).unwrap();
+            assert!(c.is_ready().unwrap(), "round {round}");
+            for e in 0..entries {
+                let whole = c.read(e as u64);
+                for (i, &w) in whole.iter().enumerate() {
+                    assert_eq!(c.word(e as u64, i), w, "round {round} entry {e} word {i}");
+                    // Only the stamp word's top bits belong to the ring.
+                    let g = gen_word(round)(e, i);
+                    let expected = if i == STAMP_WORD { g & !STAMP_MASK } else { g };
+                    assert_eq!(w, expected, "round {round} entry {e} word {i}");
+                }
+            }
+            c.advance(entries as u64);
+            assert!(
+                !c.is_ready().unwrap(),
+                "round {round}: the unit was one unit"
+            );
         }
     }
 

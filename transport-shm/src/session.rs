@@ -969,11 +969,11 @@ impl Inner {
         // The padded copy is made before taking the lock.
         if len <= INLINE_HEAD {
             if let Some(u) = InlineUnit::<INLINE_HEAD>::new(header, bytes) {
-                return self.push_unit(1, |e, i| u.word(e, i), len, false, |_| {});
+                return self.push_unit(u.entries(), |e, i| u.word(e, i), len, false, |_| {});
             }
         } else if len <= INLINE_HEAD + CONT_BYTES {
             if let Some(u) = InlineUnit::<{ INLINE_HEAD + CONT_BYTES }>::new(header, bytes) {
-                return self.push_unit(2, |e, i| u.word(e, i), len, false, |_| {});
+                return self.push_unit(u.entries(), |e, i| u.word(e, i), len, false, |_| {});
             }
         } else if let Some(u) = InlineUnit::<INLINE_MAX>::new(header, bytes) {
             return self.push_unit(u.entries(), |e, i| u.word(e, i), len, false, |_| {});
@@ -985,8 +985,8 @@ impl Inner {
     }
 
     /// Publishes the unit of `entries` entries whose words `word(e, i)` gives (see
-    /// [`crate::ring::Producer::try_push_unit_with`]) if the ring has room now (`Ok(false)` if not), then
-    /// runs `published` under the transmit lock. A published frame of `len` bytes is counted in
+    /// [`crate::ring::Producer::try_push_unit_with`]) if the ring has room now (`Ok(false)` if
+    /// not), then runs `published` under the transmit lock. A published frame of `len` bytes is counted in
     /// the send counters (written only here, under the transmit lock); the receiver's doorbell
     /// is rung after unlocking if it sleeps.
     #[inline(always)]
