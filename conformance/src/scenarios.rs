@@ -470,6 +470,14 @@ async fn cancellation<T: Transport + 'static>(a: T, b: T, _c: Capabilities) -> C
             let mut rng = Rng::new(seed ^ 0xABCD);
             let mut got = Vec::new();
             loop {
+                // Now and then the receiver stops taking frames for a while, so that the ring
+                // fills and sends really wait (past any spinning) when the sender drops them: a
+                // transport fast enough never to be full would otherwise see every send finish
+                // on its first poll and no waiting send would ever be cancelled. Only coverage
+                // depends on this pause; every check below holds whatever the timing.
+                if rng.below(500) == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 let r = match rng.below(3) {
                     0 => Some(b.recv().await),
                     1 => tokio::time::timeout(Duration::from_micros(rng.below(30)), b.recv())
