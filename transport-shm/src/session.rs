@@ -1385,6 +1385,16 @@ impl Transport for ShmTransport {
             }
             .into());
         }
+        if len <= inner.inline_max && !is_lease_of(&frame.payload, &inner.owner) {
+            // As in `send`: published straight from the caller's bytes (after `send_blocker`),
+            // and handed back whole when the ring has no room for its unit.
+            return if inner.try_publish_inline(&frame.header, &frame.payload)? {
+                inner.kick_waiters();
+                Ok(())
+            } else {
+                Err(TrySendError::Full(frame))
+            };
+        }
         if let Some(e) = inner.send_blocker() {
             return Err(e.into());
         }
