@@ -986,9 +986,9 @@ impl Inner {
 
     /// Publishes the unit of `entries` entries whose words `word(e, i)` gives (see
     /// [`crate::ring::Producer::try_push_unit_with`]) if the ring has room now (`Ok(false)` if
-    /// not), then runs `published` under the transmit lock. A published frame of `len` bytes is counted in
-    /// the send counters (written only here, under the transmit lock); the receiver's doorbell
-    /// is rung after unlocking if it sleeps.
+    /// not), then runs `published` under the transmit lock. A published frame of `len` bytes
+    /// is counted in the send counters (written only here, under the transmit lock); the
+    /// receiver's doorbell is rung after unlocking if it sleeps.
     #[inline(always)]
     fn push_unit(
         &self,
