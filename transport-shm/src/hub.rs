@@ -43,8 +43,9 @@
 //! The hub keeps an `Arc` of every live session (so [`HubHost::recv_any`] and
 //! [`HubHost::send_to`] work without the application keeping handles). [`HubHost::recv_any`]
 //! first sweeps all live peers with `try_recv`, starting after the peer it served last
-//! (round-robin, so a flooding peer cannot starve the others), for up to [`HubConfig::spin`];
-//! then it waits on all live peers' [`ShmTransport::readable`] futures at once (they park on
+//! (round-robin, so a flooding peer cannot starve the others), for up to [`HubConfig::spin`]
+//! (each sweep one pass over the peer table under the hub's lock, with no allocation); then it
+//! waits on all live peers' [`ShmTransport::readable`] futures at once (they park on
 //! the peers' eventfds without spinning or taking a frame), plus a "peers changed"
 //! notification — no polling loop, no task per peer — and serves the peer that woke it.
 //!
@@ -245,6 +246,16 @@ enum Region {
         /// The host's view of the region (alive while anything here refers to the region).
         view: Weak<Mapping>,
     },
+}
+
+/// What one pass of [`Shared::take_ready`] found.
+enum Ready {
+    /// A frame, from this peer.
+    Frame(PeerId, Frame),
+    /// No peer had a frame.
+    Empty,
+    /// A session has ended (the pass stopped there).
+    SessionEnded,
 }
 
 struct State {
@@ -534,8 +545,29 @@ impl HubHost {
     /// `recv_any` consumes no frame.
     pub async fn recv_any(&self) -> Result<(PeerId, Frame)> {
         let sh = &self.shared;
+        // Frames that are waiting, or arrive within the spin time, are taken by cheap passes
+        // over the rotation (no waiter registration, no snapshot), yielding the thread every
+        // few dozen tries as a session's own `recv` does. A session found ended hands over to
+        // the full loop below, which records it.
         let start = Instant::now();
         let mut tries = 0u32;
+        loop {
+            match sh.take_ready()? {
+                Ready::Frame(id, f) => return Ok((id, f)),
+                Ready::SessionEnded => break,
+                Ready::Empty if sh.config.spin.is_zero() => break,
+                Ready::Empty => {}
+            }
+            tries = tries.wrapping_add(1);
+            if tries % 32 == 0 {
+                if start.elapsed() >= sh.config.spin {
+                    break;
+                }
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
         loop {
             let changed = sh.peers_changed.notified();
             tokio::pin!(changed);
@@ -754,6 +786,46 @@ impl Shared {
                 .filter_map(live)
                 .collect(),
             None => st.peers.iter().filter_map(live).collect(),
+        })
+    }
+
+    /// One pass over the rotation under the hub's lock, in the same order as [`Self::rotation`]:
+    /// the first frame found (its peer recorded as served). A session found ended stops the
+    /// pass: [`HubHost::recv_any`]'s full loop records the end (outside this lock) and goes on
+    /// with the others.
+    fn take_ready(&self) -> Result<Ready> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(TransportError::Closed);
+        }
+        let (after, up_to) = match st.last_served {
+            Some(last) => (
+                st.peers
+                    .range((std::ops::Bound::Excluded(last), std::ops::Bound::Unbounded)),
+                Some(st.peers.range(..=last)),
+            ),
+            None => (st.peers.range::<PeerId, _>(..), None),
+        };
+        let mut found = None;
+        for (id, e) in after.chain(up_to.into_iter().flatten()) {
+            let Some(t) = &e.transport else {
+                continue;
+            };
+            match t.try_recv() {
+                Ok(Some(f)) => {
+                    found = Some((*id, f));
+                    break;
+                }
+                Ok(None) => {}
+                Err(_) => return Ok(Ready::SessionEnded),
+            }
+        }
+        Ok(match found {
+            Some((id, f)) => {
+                st.last_served = Some(id);
+                Ready::Frame(id, f)
+            }
+            None => Ready::Empty,
         })
     }
 
