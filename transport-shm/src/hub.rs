@@ -252,8 +252,8 @@ enum Region {
 enum Ready {
     /// A frame, from this peer.
     Frame(PeerId, Frame),
-    /// No peer had a frame.
-    Empty,
+    /// No peer had a frame; this many were tried.
+    Empty(usize),
     /// A session has ended (the pass stopped there).
     SessionEnded,
 }
@@ -550,16 +550,18 @@ impl HubHost {
         // few dozen tries as a session's own `recv` does. A session found ended hands over to
         // the full loop below, which records it.
         let start = Instant::now();
-        let mut tries = 0u32;
+        let (mut probes, mut next_check) = (0usize, 32usize);
         loop {
             match sh.take_ready()? {
                 Ready::Frame(id, f) => return Ok((id, f)),
                 Ready::SessionEnded => break,
-                Ready::Empty if sh.config.spin.is_zero() => break,
-                Ready::Empty => {}
+                Ready::Empty(_) if sh.config.spin.is_zero() => break,
+                Ready::Empty(tried) => probes += tried.max(1),
             }
-            tries = tries.wrapping_add(1);
-            if tries % 32 == 0 {
+            // The clock is read (and the thread yielded) every few dozen `try_recv`s, not
+            // every pass: a pass tries every peer, so with many peers this is every pass.
+            if probes >= next_check {
+                next_check = probes + 32;
                 if start.elapsed() >= sh.config.spin {
                     break;
                 }
@@ -568,6 +570,7 @@ impl HubHost {
                 std::hint::spin_loop();
             }
         }
+        let mut tries = 0u32;
         loop {
             let changed = sh.peers_changed.notified();
             tokio::pin!(changed);
@@ -806,11 +809,12 @@ impl Shared {
             ),
             None => (st.peers.range::<PeerId, _>(..), None),
         };
-        let mut found = None;
+        let (mut found, mut tried) = (None, 0);
         for (id, e) in after.chain(up_to.into_iter().flatten()) {
             let Some(t) = &e.transport else {
                 continue;
             };
+            tried += 1;
             match t.try_recv() {
                 Ok(Some(f)) => {
                     found = Some((*id, f));
@@ -825,7 +829,7 @@ impl Shared {
                 st.last_served = Some(id);
                 Ready::Frame(id, f)
             }
-            None => Ready::Empty,
+            None => Ready::Empty(tried),
         })
     }
 
