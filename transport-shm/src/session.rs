@@ -958,6 +958,22 @@ impl Inner {
         }
     }
 
+    /// Whether a frame with `payload` is published inline in the ring (`send` and `try_send`
+    /// route it through [`Inner::try_publish_inline`]): small, and not a buffer leased from
+    /// this session (that one is sent from its slot without a copy). `PayloadTooLarge` for a
+    /// payload no route can carry.
+    #[inline(always)]
+    fn travels_inline(&self, payload: &Payload) -> Result<bool> {
+        let len = payload.len();
+        if len > self.max_payload {
+            return Err(TransportError::PayloadTooLarge {
+                len,
+                max: self.max_payload,
+            });
+        }
+        Ok(len <= self.inline_max && !is_lease_of(payload, &self.owner))
+    }
+
     /// Tries to publish `bytes` (at most `INLINE_MAX`) inline in the ring, straight from the
     /// caller's memory: each ring word is computed from a padded copy sized for the unit
     /// ([`InlineUnit`]) and stored in place.
@@ -1323,13 +1339,7 @@ impl Transport for ShmTransport {
         async move {
             let inner = &self.inner;
             let len = frame.payload.len();
-            if len > inner.max_payload {
-                return Err(TransportError::PayloadTooLarge {
-                    len,
-                    max: inner.max_payload,
-                });
-            }
-            if len <= inner.inline_max && !is_lease_of(&frame.payload, &inner.owner) {
+            if inner.travels_inline(&frame.payload)? {
                 // Small frames travel inline: published straight from the caller's bytes (which
                 // checks `send_blocker` first), with the same fast path and spin as below.
                 if inner.try_publish_inline(&frame.header, &frame.payload)?
@@ -1377,15 +1387,7 @@ impl Transport for ShmTransport {
 
     fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
         let inner = &self.inner;
-        let len = frame.payload.len();
-        if len > inner.max_payload {
-            return Err(TransportError::PayloadTooLarge {
-                len,
-                max: inner.max_payload,
-            }
-            .into());
-        }
-        if len <= inner.inline_max && !is_lease_of(&frame.payload, &inner.owner) {
+        if inner.travels_inline(&frame.payload)? {
             // As in `send`: published straight from the caller's bytes (after `send_blocker`),
             // and handed back whole when the ring has no room for its unit.
             return if inner.try_publish_inline(&frame.header, &frame.payload)? {
