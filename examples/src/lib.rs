@@ -1,7 +1,5 @@
 //! Shared code of the example programs: the backend registry and the generic echo service.
 
-pub mod bench;
-
 use transport_api::{Registry, Transport, TransportError, TypedTransport};
 
 /// Every backend this build knows, for configuration-driven selection.

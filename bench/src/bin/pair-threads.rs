@@ -4,7 +4,7 @@
 //! measured in seconds; the numbers reported in the README come from `transport-bench`.
 //!
 //! ```sh
-//! cargo build --release -p examples --bin pair-threads
+//! cargo build --release -p transport-bench --bin pair-threads
 //! target/release/pair-threads stream 64 2000000   # one-way frames/s, receiver reads every byte
 //! target/release/pair-threads rtt 8 200000         # round trips, median and mean in ns
 //! target/release/pair-threads stream 64 2000000 same  # both threads on CPU 0

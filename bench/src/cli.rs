@@ -164,10 +164,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
                 let v = value("--only")?;
                 let list = opts.only.get_or_insert_with(Vec::new);
                 for n in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    if !crate::bench::rows::is_known(n) {
+                    if !crate::rows::is_known(n) {
                         return Err(format!(
                             "unknown row `{n}` in --only; known rows: {}",
-                            crate::bench::rows::known_names().join(", ")
+                            crate::rows::known_names().join(", ")
                         ));
                     }
                     if !list.iter().any(|x| x == n) {

@@ -164,15 +164,15 @@ impl Transport for UnixFramed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::generic;
-    use crate::bench::proto::{Budget, Pattern};
+    use crate::generic;
+    use crate::proto::{Budget, Pattern};
     use std::time::Duration;
 
     /// The generic parent and peer functions against each other over a socket pair, in one
     /// process.
     #[test]
     fn generic_functions_round_trip() {
-        let rt = crate::bench::cross::runtime().expect("runtime");
+        let rt = crate::cross::runtime().expect("runtime");
         rt.block_on(async {
             let (a, b) = UnixStream::pair().expect("pair");
             let (a, b) = (

@@ -657,11 +657,11 @@ mod tests {
         let q = ratios(&g[1], &g);
         assert_eq!((q.p50_vs_unix, q.p50_vs_spin), (Some(0.25), None));
         assert_eq!(ratios(&g[1], &all), Ratios::default());
-        for (gap, mode) in crate::bench::proto::GAPS.iter().zip([
-            Mode::RttGap10us,
-            Mode::RttGap100us,
-            Mode::RttGap1ms,
-        ]) {
+        for (gap, mode) in
+            crate::proto::GAPS
+                .iter()
+                .zip([Mode::RttGap10us, Mode::RttGap100us, Mode::RttGap1ms])
+        {
             assert_eq!(Mode::for_gap(*gap), Some(mode));
         }
         let t = table(&all, "split");

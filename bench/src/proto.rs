@@ -207,9 +207,9 @@ impl Tally {
     }
 
     /// Checks that the receiver got exactly `sent` intact messages of `size` bytes.
-    pub fn verify(&self, sent: u64, size: usize) -> Result<(), crate::bench::BenchError> {
+    pub fn verify(&self, sent: u64, size: usize) -> Result<(), crate::BenchError> {
         if self.count != sent || self.bytes != sent * size as u64 || self.errors != 0 {
-            return Err(crate::bench::BenchError::new(format!(
+            return Err(crate::BenchError::new(format!(
                 "stream check failed: sent {sent} messages of {size} B, receiver counted {} \
                  messages, {} bytes, {} bad stamps",
                 self.count, self.bytes, self.errors

@@ -3,7 +3,7 @@
 //! whatever else the machine is doing (timings on a shared VM do not):
 //!
 //! ```sh
-//! cargo build --release -p examples --bin hot-loop
+//! cargo build --release -p transport-bench --bin hot-loop
 //! valgrind --tool=callgrind target/release/hot-loop 10000 64
 //! valgrind --tool=callgrind target/release/hot-loop 20000 64
 //! ```
