@@ -231,6 +231,47 @@ impl TransportConfig {
             .transpose()
     }
 
+    /// Reads option `key` as `V` and checks that it lies in `range`; `Ok(None)` when absent.
+    ///
+    /// Backends read every numeric option through this, so an absurd value (a spin of
+    /// `u64::MAX` microseconds, a queue of `u64::MAX` frames) is a `Config` error naming the
+    /// option, the value and the accepted range, never a setting that hangs or exhausts memory.
+    ///
+    /// ```
+    /// use transport_api::TransportConfig;
+    ///
+    /// let c: TransportConfig = "mem://x?capacity=18446744073709551615".parse().unwrap();
+    /// let e = c.get_in::<usize>("capacity", 1..=1 << 20).unwrap_err().to_string();
+    /// assert!(e.contains("capacity") && e.contains("1..=1048576"), "{e}");
+    /// assert_eq!(c.get_in::<usize>("absent", 1..=8).unwrap(), None);
+    /// ```
+    pub fn get_in<V>(&self, key: &str, range: std::ops::RangeInclusive<V>) -> Result<Option<V>>
+    where
+        V: FromOption + PartialOrd + fmt::Display,
+    {
+        match self.get::<V>(key)? {
+            Some(v) if !range.contains(&v) => Err(TransportError::Config(format!(
+                "option `{key}` of `{self}`: {v} is outside the accepted range {}..={}",
+                range.start(),
+                range.end()
+            ))),
+            v => Ok(v),
+        }
+    }
+
+    /// Fails with a `Config` error unless the address is non-empty: every backend needs to know
+    /// where to listen or connect, and an empty address would otherwise pick a name no peer can
+    /// find.
+    pub fn require_address(&self) -> Result<&str> {
+        if self.address.is_empty() {
+            return Err(TransportError::Config(format!(
+                "`{self}` has an empty address; backend `{}` needs one",
+                self.backend
+            )));
+        }
+        Ok(&self.address)
+    }
+
     /// Fails with a `Config` error naming the first option not in `known`, so typos are caught.
     pub fn check_known(&self, known: &[&str]) -> Result<()> {
         match self.options.keys().find(|k| !known.contains(&k.as_str())) {
@@ -349,6 +390,36 @@ mod tests {
         assert!(e.contains("capacity") && e.contains("-1"), "{e}");
         let e = c.check_known(&["capacity"]).unwrap_err().to_string();
         assert!(e.contains("`z`"), "{e}");
+    }
+
+    #[test]
+    fn ranged_options_name_key_value_and_range() {
+        let c: TransportConfig = "x://a?n=9&huge=18446744073709551615&neg=-3"
+            .parse()
+            .unwrap();
+        assert_eq!(c.get_in::<u32>("n", 1..=9).unwrap(), Some(9));
+        let e = c.get_in::<u32>("n", 1..=8).unwrap_err().to_string();
+        assert!(
+            e.contains("`n`") && e.contains("9 is outside") && e.contains("1..=8"),
+            "{e}"
+        );
+        let e = c.get_in::<u64>("huge", 0..=1000).unwrap_err().to_string();
+        assert!(
+            e.contains("18446744073709551615") && e.contains("0..=1000"),
+            "{e}"
+        );
+        let e = c.get_in::<u64>("neg", 0..=1000).unwrap_err().to_string();
+        assert!(e.contains("neg") && e.contains("-3"), "{e}");
+        assert_eq!(c.get_in::<u64>("missing", 0..=1).unwrap(), None);
+    }
+
+    #[test]
+    fn empty_address_is_refused_by_name() {
+        let c: TransportConfig = "shm://?spin_us=1".parse().unwrap();
+        let e = c.require_address().unwrap_err().to_string();
+        assert!(e.contains("empty address") && e.contains("shm"), "{e}");
+        let c: TransportConfig = "shm:///tmp/a.sock".parse().unwrap();
+        assert_eq!(c.require_address().unwrap(), "/tmp/a.sock");
     }
 
     #[test]

@@ -23,6 +23,7 @@
 
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{Notify, mpsc};
@@ -57,29 +58,47 @@ impl MemConfig {
     /// Option names understood in a `mem://` configuration.
     pub const OPTIONS: &'static [&'static str] = &["capacity", "capacity_bytes", "max_payload"];
 
-    /// Reads the limits from a configuration's options, starting from the defaults.
+    /// Accepted range of `capacity` (frames per direction).
+    pub const CAPACITY: RangeInclusive<usize> = 1..=1 << 20;
+    /// Accepted range of `capacity_bytes` (payload bytes per direction): up to 16 GiB.
+    pub const CAPACITY_BYTES: RangeInclusive<usize> = 1..=1 << 34;
+    /// Accepted range of `max_payload` (bytes): up to 1 GiB.
+    pub const MAX_PAYLOAD: RangeInclusive<usize> = 0..=1 << 30;
+
+    /// Reads the limits from a configuration's options, starting from the defaults; each
+    /// option must lie in its range ([`CAPACITY`](Self::CAPACITY),
+    /// [`CAPACITY_BYTES`](Self::CAPACITY_BYTES), [`MAX_PAYLOAD`](Self::MAX_PAYLOAD)).
     pub fn from_config(cfg: &TransportConfig) -> Result<Self> {
         cfg.check_known(Self::OPTIONS)?;
         let d = MemConfig::default();
         MemConfig {
-            capacity: cfg.get("capacity")?.unwrap_or(d.capacity),
-            capacity_bytes: cfg.get("capacity_bytes")?.unwrap_or(d.capacity_bytes),
-            max_payload: cfg.get("max_payload")?.unwrap_or(d.max_payload),
+            capacity: cfg
+                .get_in("capacity", Self::CAPACITY)?
+                .unwrap_or(d.capacity),
+            capacity_bytes: cfg
+                .get_in("capacity_bytes", Self::CAPACITY_BYTES)?
+                .unwrap_or(d.capacity_bytes),
+            max_payload: cfg
+                .get_in("max_payload", Self::MAX_PAYLOAD)?
+                .unwrap_or(d.max_payload),
         }
         .validated()
     }
 
-    /// Checks the limits make sense.
+    /// Checks that every limit lies in its accepted range.
     pub fn validated(self) -> Result<Self> {
-        if self.capacity == 0 {
-            return Err(TransportError::Config(
-                "mem: `capacity` must be at least 1".into(),
-            ));
-        }
-        if self.capacity_bytes == 0 {
-            return Err(TransportError::Config(
-                "mem: `capacity_bytes` must be at least 1".into(),
-            ));
+        for (name, value, range) in [
+            ("capacity", self.capacity, Self::CAPACITY),
+            ("capacity_bytes", self.capacity_bytes, Self::CAPACITY_BYTES),
+            ("max_payload", self.max_payload, Self::MAX_PAYLOAD),
+        ] {
+            if !range.contains(&value) {
+                return Err(TransportError::Config(format!(
+                    "mem: `{name}` is {value}, outside the accepted range {}..={}",
+                    range.start(),
+                    range.end()
+                )));
+            }
         }
         Ok(self)
     }
@@ -436,13 +455,13 @@ impl BackendFactory for MemFactory {
     async fn listen(&self, config: &TransportConfig) -> Result<Box<dyn DynListener>> {
         let limits = MemConfig::from_config(config)?;
         Ok(Box::new(FactoryListener {
-            inner: MemListener::bind(&config.address, limits)?,
+            inner: MemListener::bind(config.require_address()?, limits)?,
             config: config.clone(),
         }))
     }
     async fn connect(&self, config: &TransportConfig) -> Result<BoxTransport> {
         MemConfig::from_config(config)?;
-        Ok(Box::new(connect(&config.address)?))
+        Ok(Box::new(connect(config.require_address()?)?))
     }
 }
 

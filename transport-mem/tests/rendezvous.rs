@@ -37,6 +37,25 @@ async fn config_errors_are_explained() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("capacity"), "{e}");
+    for (url, words) in [
+        (
+            "mem://x?capacity=18446744073709551615",
+            &["capacity", "18446744073709551615", "1..=1048576"][..],
+        ),
+        (
+            "mem://x?max_payload=4294967296",
+            &["max_payload", "0..=1073741824"],
+        ),
+        ("mem://x?capacity_bytes=0", &["capacity_bytes", "1..="]),
+        ("mem://?capacity=4", &["empty address"]),
+    ] {
+        let e = reg.listen(&url.parse().unwrap()).await.err().unwrap();
+        let text = e.to_string();
+        assert!(words.iter().all(|w| text.contains(w)), "{url}: {text}");
+        assert!(matches!(e, TransportError::Config(_)), "{url}: {e:?}");
+    }
+    let e = reg.connect(&"mem://".parse().unwrap()).await.err().unwrap();
+    assert!(e.to_string().contains("empty address"), "{e}");
     let e = reg
         .connect(&"tcp://x".parse().unwrap())
         .await
