@@ -18,6 +18,8 @@
 //! and a violation surfaces as a typed error, never as a panic or an out-of-bounds access.
 
 #[cfg(not(loom))]
+mod access;
+#[cfg(not(loom))]
 pub mod allocator;
 pub mod descriptor;
 #[cfg(not(loom))]
@@ -43,6 +45,8 @@ mod hostile_tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
+#[cfg(not(loom))]
+pub use access::{AccessPolicy, PeerCheck, PeerCredentials};
 #[cfg(not(loom))]
 pub use allocator::ShmAllocator;
 pub use descriptor::{DescPayload, Descriptor, DescriptorError, INLINE_HEAD, INLINE_MAX, SlotRef};
