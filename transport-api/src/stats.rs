@@ -1,13 +1,13 @@
 //! Counters and occupancy figures reported by every transport.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of one endpoint's counters and current occupancy.
 ///
 /// Counters only grow; occupancy figures go back to zero when the endpoint is idle, which is
 /// what tests use to prove that nothing leaked ([`Stats::is_idle`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Frames this endpoint sent successfully.
     pub frames_sent: u64,

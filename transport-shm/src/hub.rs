@@ -196,7 +196,7 @@ fn bad_max_peers(n: u64) -> TransportError {
 }
 
 /// Where a hub session stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PeerState {
     /// The session is running.
     Attached,
@@ -218,6 +218,8 @@ pub struct PeerInfo {
     /// The peer's process id as the kernel reported it for the connection (`SO_PEERCRED`), so
     /// it can be trusted (e.g. to signal or wait for the peer).
     pub pid: Option<i32>,
+    /// The peer's effective user id, from the same source.
+    pub uid: Option<u32>,
     /// The host side's counters and occupancy for this peer (queued frames both ways, slots
     /// and buffer bytes in use, frames and bytes sent and received). Frozen at its last value once the hub
     /// released the session.
@@ -232,8 +234,8 @@ struct Entry {
     /// The peer's end of the socket is closed.
     hung_up: bool,
     last_stats: Stats,
-    /// The peer's pid as the kernel reported it for the connection (`SO_PEERCRED`).
-    pid: Option<i32>,
+    /// The peer's credentials as the kernel reported them for the connection (`SO_PEERCRED`).
+    creds: Option<crate::PeerCredentials>,
 }
 
 enum Region {
@@ -289,6 +291,8 @@ struct Shared {
 pub struct HubHost {
     shared: Arc<Shared>,
     listener: UnixListener,
+    /// The task answering the admin socket ([`crate::hub_admin`]); aborted on drop.
+    admin: tokio::task::JoinHandle<()>,
 }
 
 impl fmt::Debug for HubHost {
@@ -355,27 +359,36 @@ impl HubHost {
         };
         tracing::debug!(backend = "hub", path = %path.display(), max_peers = config.max_peers,
             region_len, "hub listening");
+        let admin_listener = crate::AccessPolicy::default()
+            .with_shared_dir(true)
+            .bind("hub admin", &crate::hub_admin::admin_path(&path))?;
         let regions = (0..config.max_peers).map(|_| Region::Free).collect();
-        Ok(HubHost {
-            shared: Arc::new(Shared {
-                config,
-                layout,
-                region_len,
-                first_region: page,
-                memfd,
-                map,
-                state: Mutex::new(State {
-                    regions,
-                    peers: BTreeMap::new(),
-                    next_generation: 1,
-                    last_served: None,
-                    closed: false,
-                }),
-                region_freed: Notify::new(),
-                peers_changed: Notify::new(),
-                path,
+        let shared = Arc::new(Shared {
+            config,
+            layout,
+            region_len,
+            first_region: page,
+            memfd,
+            map,
+            state: Mutex::new(State {
+                regions,
+                peers: BTreeMap::new(),
+                next_generation: 1,
+                last_served: None,
+                closed: false,
             }),
+            region_freed: Notify::new(),
+            peers_changed: Notify::new(),
+            path,
+        });
+        let weak = Arc::downgrade(&shared);
+        let admin = tokio::spawn(crate::hub_admin::serve(admin_listener, move || {
+            weak.upgrade().map(|sh| sh.report())
+        }));
+        Ok(HubHost {
+            shared,
             listener,
+            admin,
         })
     }
 
@@ -411,9 +424,7 @@ impl HubHost {
             let region = reservation.region;
             let (stream, _) = self.listener.accept().await?;
             let sock: OwnedFd = stream.into_std()?.into();
-            let pid = rustix::net::sockopt::socket_peercred(&sock)
-                .ok()
-                .map(|c| c.pid.as_raw_nonzero().get());
+            let creds = crate::PeerCredentials::of(&sock).ok();
             let id = {
                 let mut st = lock(&sh.state);
                 let id = PeerId {
@@ -450,7 +461,7 @@ impl HubHost {
                                     state: PeerState::Attached,
                                     hung_up: false,
                                     last_stats: Stats::default(),
-                                    pid,
+                                    creds,
                                 },
                             );
                         }
@@ -654,24 +665,7 @@ impl HubHost {
     /// Every peer the hub knows: attached ones, and ended ones whose region is not reclaimed
     /// yet. In attach order.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        let sh = &self.shared;
-        sh.sweep();
-        let snapshot: Vec<_> = {
-            let st = lock(&sh.state);
-            st.peers
-                .iter()
-                .map(|(id, e)| (*id, e.state, e.transport.clone(), e.last_stats, e.pid))
-                .collect()
-        };
-        snapshot
-            .into_iter()
-            .map(|(id, state, t, last, pid)| PeerInfo {
-                id,
-                state,
-                pid,
-                stats: t.map_or(last, |t| t.stats()),
-            })
-            .collect()
+        self.shared.peer_infos()
     }
 
     /// Closes one peer's session gracefully (the peer receives what was sent, then `Closed`).
@@ -724,18 +718,16 @@ impl HubHost {
     /// next connection.
     pub fn free_regions(&self) -> usize {
         self.shared.sweep();
-        lock(&self.shared.state)
-            .regions
-            .iter()
-            .filter(|r| matches!(r, Region::Free | Region::Reserved))
-            .count()
+        self.shared.free_regions()
     }
 }
 
 impl Drop for HubHost {
     fn drop(&mut self) {
         self.close();
+        self.admin.abort();
         let _ = std::fs::remove_file(&self.shared.path);
+        let _ = std::fs::remove_file(crate::hub_admin::admin_path(&self.shared.path));
     }
 }
 
@@ -757,6 +749,61 @@ impl Drop for Reservation<'_> {
 }
 
 impl Shared {
+    /// What [`HubHost::peers`] reports.
+    fn peer_infos(&self) -> Vec<PeerInfo> {
+        self.sweep();
+        let snapshot: Vec<_> = {
+            let st = lock(&self.state);
+            st.peers
+                .iter()
+                .map(|(id, e)| (*id, e.state, e.transport.clone(), e.last_stats, e.creds))
+                .collect()
+        };
+        snapshot
+            .into_iter()
+            .map(|(id, state, t, last, creds)| PeerInfo {
+                id,
+                state,
+                pid: creds.map(|c| c.pid),
+                uid: creds.map(|c| c.uid),
+                stats: t.map_or(last, |t| t.stats()),
+            })
+            .collect()
+    }
+
+    /// Regions no peer uses (free, or held untouched by an `accept`).
+    fn free_regions(&self) -> usize {
+        lock(&self.state)
+            .regions
+            .iter()
+            .filter(|r| matches!(r, Region::Free | Region::Reserved))
+            .count()
+    }
+
+    /// What the admin socket reports ([`crate::hub_admin`]).
+    fn report(&self) -> crate::hub_admin::HubReport {
+        let peers = self
+            .peer_infos()
+            .into_iter()
+            .map(|p| crate::hub_admin::PeerReport {
+                generation: p.id.generation(),
+                region: p.id.region(),
+                pid: p.pid,
+                uid: p.uid,
+                state: p.state,
+                stats: p.stats,
+            })
+            .collect();
+        let free_regions = self.free_regions();
+        crate::hub_admin::HubReport {
+            path: self.path.clone(),
+            host_pid: std::process::id(),
+            max_peers: self.config.max_peers,
+            free_regions,
+            peers,
+        }
+    }
+
     fn region_offset(&self, region: usize) -> usize {
         self.first_region + region * self.region_len
     }

@@ -24,6 +24,8 @@ pub mod allocator;
 pub mod descriptor;
 #[cfg(not(loom))]
 pub mod hub;
+#[cfg(not(loom))]
+pub mod hub_admin;
 pub mod layout;
 #[cfg(not(loom))]
 mod listener;
