@@ -56,6 +56,16 @@ pub enum TransportError {
         /// The codec's error.
         source: postcard::Error,
     },
+    /// The listener turned this peer away before anything was shared with it (no memory
+    /// mapped, no session created). Waiting and retrying may help for [`Refusal::Full`], not for
+    /// [`Refusal::NotAllowed`].
+    #[error("refused by {listener}: {reason}")]
+    Refused {
+        /// The listener's address (socket path or host:port).
+        listener: String,
+        /// Why.
+        reason: Refusal,
+    },
     /// The operation is not supported by this backend.
     #[error("not supported by the `{backend}` backend: {what}")]
     Unsupported {
@@ -64,6 +74,29 @@ pub enum TransportError {
         /// What was asked for.
         what: String,
     },
+}
+
+/// Why a listener refused a connecting peer ([`TransportError::Refused`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The listener's access policy does not admit the peer's credentials.
+    #[error("uid {uid} / gid {gid} is not allowed by the listener's access policy")]
+    NotAllowed {
+        /// The peer's effective uid as the listener saw it.
+        uid: u32,
+        /// The peer's effective gid as the listener saw it.
+        gid: u32,
+    },
+    /// Every session slot of the listener is taken (a hub with `max_peers` peers attached).
+    #[error("full ({max_peers} peers attached)")]
+    Full {
+        /// How many peers the listener serves at once.
+        max_peers: u64,
+    },
+    /// A reason this version does not know, by its wire code.
+    #[error("refusal code {0}")]
+    Other(u32),
 }
 
 impl TransportError {

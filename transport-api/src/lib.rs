@@ -47,7 +47,7 @@ mod typed;
 pub use buf::{LeaseOwner, LeaseParts, TxBuf};
 pub use config::{BackendFactory, DynListener, Registry, TransportConfig};
 pub use dyn_transport::{BoxTransport, DynTransport};
-pub use error::{Result, TransportError, TrySendError};
+pub use error::{Refusal, Result, TransportError, TrySendError};
 pub use frame::{Frame, FrameHeader, Payload};
 pub use stats::{Counters, Stats};
 pub use typed::{TypedTransport, decode};
