@@ -42,6 +42,7 @@ mod dyn_transport;
 pub mod error;
 pub mod frame;
 pub mod stats;
+pub mod trace;
 mod typed;
 
 pub use buf::{LeaseOwner, LeaseParts, TxBuf};

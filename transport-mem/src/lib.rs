@@ -150,20 +150,32 @@ pub struct MemTransport {
     config: MemConfig,
     closed: AtomicBool,
     counters: Counters,
+    /// This endpoint's session span ([`transport_api::trace`]).
+    span: tracing::Span,
 }
 
 /// Two connected endpoints.
 pub fn pair(config: MemConfig) -> (MemTransport, MemTransport) {
+    named_pair(config, "pair")
+}
+
+/// Two connected endpoints whose session spans name `name` as the address.
+fn named_pair(config: MemConfig, name: &str) -> (MemTransport, MemTransport) {
     let ab = Queue::new();
     let ba = Queue::new();
-    let end = |tx: &Arc<Queue>, rx: &Arc<Queue>| MemTransport {
-        tx: tx.clone(),
-        rx: rx.clone(),
-        config,
-        closed: AtomicBool::new(false),
-        counters: Counters::default(),
+    let end = |tx: &Arc<Queue>, rx: &Arc<Queue>, role: &str| {
+        let span = transport_api::trace::session_span("mem", name, role);
+        tracing::debug!(parent: &span, "session opened");
+        MemTransport {
+            tx: tx.clone(),
+            rx: rx.clone(),
+            config,
+            closed: AtomicBool::new(false),
+            counters: Counters::default(),
+            span,
+        }
     };
-    (end(&ab, &ba), end(&ba, &ab))
+    (end(&ab, &ba, "client"), end(&ba, &ab, "server"))
 }
 
 enum Admit {
@@ -312,7 +324,7 @@ impl Transport for MemTransport {
             q.readable.notify_waiters();
             q.writable.notify_waiters();
         }
-        tracing::debug!(backend = "mem", "transport closed");
+        tracing::debug!(parent: &self.span, "session closed");
     }
 
     fn max_payload(&self) -> usize {
@@ -387,7 +399,9 @@ impl MemListener {
     /// Waits for the next connection.
     pub async fn accept(&self) -> Result<MemTransport> {
         let t = self.incoming.lock().await.recv().await;
-        t.ok_or(TransportError::Closed)
+        let t = t.ok_or(TransportError::Closed)?;
+        tracing::debug!(parent: &t.span, "accepted");
+        Ok(t)
     }
 
     /// The name this listener is bound to.
@@ -417,14 +431,14 @@ pub fn connect(name: &str) -> Result<MemTransport> {
             format!("mem: no listener named `{name}` in this process"),
         ))
     })?;
-    let (ours, theirs) = pair(*config);
+    let (ours, theirs) = named_pair(*config, name);
     tx.send(theirs).map_err(|_| {
         TransportError::Io(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
             format!("mem: the listener `{name}` is gone"),
         ))
     })?;
-    tracing::debug!(backend = "mem", name, "connected");
+    tracing::debug!(parent: &ours.span, "connected");
     Ok(ours)
 }
 
