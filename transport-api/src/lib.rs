@@ -6,6 +6,9 @@
 //! ([`TransportError`]), [`Stats`], typed messages ([`TypedTransport`]) and the configuration
 //! factory ([`config`]).
 //!
+//! Optional features: `toml` (`TransportConfig::from_toml_file`), `futures` (`FrameStream` and
+//! `FrameSink`: any transport as a `futures` `Stream` and `Sink`), `metrics` (`export_stats`).
+//!
 //! Service code is written once, generic over `T: Transport`:
 //!
 //! ```
@@ -38,10 +41,16 @@
 
 pub mod buf;
 pub mod config;
+#[cfg(feature = "toml")]
+mod config_file;
 mod dyn_transport;
 pub mod error;
 pub mod frame;
 pub mod stats;
+#[cfg(feature = "metrics")]
+mod stats_export;
+#[cfg(feature = "futures")]
+mod stream_sink;
 mod typed;
 
 pub use buf::{LeaseOwner, LeaseParts, TxBuf};
@@ -51,6 +60,11 @@ pub use error::{Result, TransportError, TrySendError};
 pub use frame::{Frame, FrameHeader, Payload};
 pub use stats::{Counters, Stats};
 pub use typed::{TypedTransport, decode};
+
+#[cfg(feature = "metrics")]
+pub use stats_export::export_stats;
+#[cfg(feature = "futures")]
+pub use stream_sink::{FrameSink, FrameStream, TransportHandle};
 
 use std::future::Future;
 
