@@ -49,7 +49,8 @@ impl TransportConfig {
     /// ```
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<TransportConfig> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| file_error(path, None, e.to_string()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| file_error(path, None, e.to_string()))?;
         Self::from_toml_str(&text).map_err(|e| e.in_file(path))
     }
 
@@ -63,7 +64,7 @@ impl TransportConfig {
             return Err(file_error(
                 Path::new(""),
                 Some(key),
-                format!("unknown key; expected one of {}", KEYS.join(", ")),
+                format!("is unknown; expected one of {}", KEYS.join(", ")),
             ));
         }
         let string = |key: &str| -> Result<Option<&str>> {
@@ -81,18 +82,19 @@ impl TransportConfig {
                 return Err(file_error(
                     Path::new(""),
                     Some(key),
-                    "give either `url` or `backend`/`address`/`options`, not both".into(),
+                    "is given with `url`; give either `url` or `backend`/`address`/`options`"
+                        .into(),
                 ));
             }
-            return url
-                .parse()
-                .map_err(|e: TransportError| file_error(Path::new(""), Some("url"), e.to_string()));
+            return url.parse().map_err(|e: TransportError| {
+                file_error(Path::new(""), Some("url"), format!("is not usable: {e}"))
+            });
         }
         let backend = string("backend")?.ok_or_else(|| {
             file_error(
                 Path::new(""),
                 Some("backend"),
-                "missing (or give `url`)".into(),
+                "is missing (give it, or `url`)".into(),
             )
         })?;
         let mut config = TransportConfig::new(backend, string("address")?.unwrap_or_default());
@@ -102,7 +104,11 @@ impl TransportConfig {
             Some(other) => return Err(wrong_type("options", "a table", other)),
         }
         if config.backend.is_empty() {
-            return Err(file_error(Path::new(""), Some("backend"), "is empty".into()));
+            return Err(file_error(
+                Path::new(""),
+                Some("backend"),
+                "is empty".into(),
+            ));
         }
         Ok(config)
     }
@@ -162,9 +168,10 @@ mod tests {
             "backend = \"shm\"\naddress = \"/run/a.sock\"\n[options]\nring = 256\nfast = true\nclasses = \"256x8\"\n",
         )
         .unwrap();
-        let b =
-            TransportConfig::from_toml_str("url = \"shm:///run/a.sock?ring=256&fast=true&classes=256x8\"")
-                .unwrap();
+        let b = TransportConfig::from_toml_str(
+            "url = \"shm:///run/a.sock?ring=256&fast=true&classes=256x8\"",
+        )
+        .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.get::<u32>("ring").unwrap(), Some(256));
     }
@@ -173,10 +180,13 @@ mod tests {
     fn errors_name_the_key() {
         let (key, why) = key_and_reason("backend = \"mem\"\nadress = \"x\"\n");
         assert_eq!(key.as_deref(), Some("adress"));
-        assert!(why.contains("unknown key"), "{why}");
+        assert!(why.contains("is unknown"), "{why}");
         let (key, why) = key_and_reason("backend = 3\n");
         assert_eq!(key.as_deref(), Some("backend"));
-        assert!(why.contains("must be a string") && why.contains("integer `3`"), "{why}");
+        assert!(
+            why.contains("must be a string") && why.contains("integer `3`"),
+            "{why}"
+        );
         let (key, why) = key_and_reason("backend = \"mem\"\n[options]\ncapacity = 2.5\n");
         assert_eq!(key.as_deref(), Some("options.capacity"));
         assert!(why.contains("float `2.5`"), "{why}");

@@ -3,8 +3,11 @@
 
 use crate::Stats;
 
+/// A series name and the [`Stats`] field it reports.
+type Series = (&'static str, fn(&Stats) -> u64);
+
 /// Counter names (monotonic totals), each with the [`Stats`] field it reports.
-const COUNTERS: &[(&str, fn(&Stats) -> u64)] = &[
+const COUNTERS: &[Series] = &[
     ("transport_frames_sent", |s| s.frames_sent),
     ("transport_bytes_sent", |s| s.bytes_sent),
     ("transport_frames_received", |s| s.frames_received),
@@ -17,7 +20,7 @@ const COUNTERS: &[(&str, fn(&Stats) -> u64)] = &[
 ];
 
 /// Gauge names (current occupancy), each with the [`Stats`] field it reports.
-const GAUGES: &[(&str, fn(&Stats) -> u64)] = &[
+const GAUGES: &[Series] = &[
     ("transport_tx_queued_frames", |s| s.tx_queued_frames),
     ("transport_rx_queued_frames", |s| s.rx_queued_frames),
     ("transport_buffer_bytes_in_use", |s| s.buffer_bytes_in_use),

@@ -68,9 +68,16 @@ async fn stream_yields_in_order_then_ends_when_the_peer_closes() {
     };
     let ((), got) = tokio::join!(sender, receiver);
     assert_eq!(ids(&got), (0..100).collect::<Vec<_>>());
-    assert!(got.iter().enumerate().all(|(i, f)| f.bytes() == vec![i as u8; i]));
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, f)| f.bytes() == vec![i as u8; i])
+    );
     assert!(frames.is_terminated());
-    assert!(next(&mut frames).await.is_none(), "a fused stream stays ended");
+    assert!(
+        next(&mut frames).await.is_none(),
+        "a fused stream stays ended"
+    );
 }
 
 #[tokio::test]
@@ -97,7 +104,9 @@ async fn adapters_work_over_a_boxed_transport() {
     let (a, b): (transport_api::BoxTransport, transport_api::BoxTransport) =
         (Box::new(a), Box::new(b));
     let mut sink = pin!(FrameSink::new(&a));
-    sink.as_mut().start_send(Frame::new("boxed").msg_id(3)).unwrap();
+    sink.as_mut()
+        .start_send(Frame::new("boxed").msg_id(3))
+        .unwrap();
     poll_fn(|cx| sink.as_mut().poll_close(cx)).await.unwrap();
     let mut frames = FrameStream::new(&b);
     assert_eq!(next(&mut frames).await.unwrap().unwrap().header.msg_id, 3);
@@ -113,7 +122,10 @@ async fn dropping_a_waiting_stream_consumes_no_frame() {
         let mut frames = pin!(FrameStream::new(&b));
         assert!(frames.as_mut().poll_next(&mut cx).is_pending());
         a.send(Frame::new("first").msg_id(1)).await.unwrap();
-        assert!(woken.0.load(Ordering::SeqCst) > 0, "the waiting stream was not woken");
+        assert!(
+            woken.0.load(Ordering::SeqCst) > 0,
+            "the waiting stream was not woken"
+        );
         // Dropped while its recv is pending, after the frame arrived.
     }
     {
@@ -139,7 +151,10 @@ async fn sink_applies_backpressure_through_poll_ready() {
     assert!(sink.as_mut().poll_ready(&mut cx).is_ready());
     sink.as_mut().start_send(Frame::new("a").msg_id(1)).unwrap();
     assert!(!sink.has_pending(), "there was room: sent at once");
-    assert!(matches!(sink.as_mut().poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert!(matches!(
+        sink.as_mut().poll_ready(&mut cx),
+        Poll::Ready(Ok(()))
+    ));
     sink.as_mut().start_send(Frame::new("b").msg_id(2)).unwrap();
     assert!(sink.has_pending(), "no room: the sink keeps the frame");
     // Backpressure: not ready, and flushing waits too, until the receiver makes room.
@@ -148,8 +163,14 @@ async fn sink_applies_backpressure_through_poll_ready() {
     assert_eq!(woken.0.load(Ordering::SeqCst), 0);
 
     assert_eq!(b.recv().await.unwrap().header.msg_id, 1);
-    assert!(woken.0.load(Ordering::SeqCst) > 0, "making room did not wake the sink");
-    assert!(matches!(sink.as_mut().poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert!(
+        woken.0.load(Ordering::SeqCst) > 0,
+        "making room did not wake the sink"
+    );
+    assert!(matches!(
+        sink.as_mut().poll_ready(&mut cx),
+        Poll::Ready(Ok(()))
+    ));
     assert!(!sink.has_pending());
     assert_eq!(ids(&drain(&b)), [2]);
 }
@@ -208,14 +229,20 @@ async fn dropping_the_sink_cancels_only_its_pending_send() {
     // Dropped in the start_send state: the frame was kept, its send never started.
     {
         let mut sink = pin!(FrameSink::new(&a));
-        sink.as_mut().start_send(Frame::new("sent").msg_id(1)).unwrap();
-        sink.as_mut().start_send(Frame::new("kept").msg_id(2)).unwrap();
+        sink.as_mut()
+            .start_send(Frame::new("sent").msg_id(1))
+            .unwrap();
+        sink.as_mut()
+            .start_send(Frame::new("kept").msg_id(2))
+            .unwrap();
         assert!(sink.has_pending());
     }
     // Dropped in the poll_ready state: the send was waiting for room.
     {
         let mut sink = pin!(FrameSink::new(&a));
-        sink.as_mut().start_send(Frame::new("waiting").msg_id(3)).unwrap();
+        sink.as_mut()
+            .start_send(Frame::new("waiting").msg_id(3))
+            .unwrap();
         assert!(sink.as_mut().poll_ready(&mut cx).is_pending());
     }
     // Neither dropped frame is delivered, nothing is duplicated, the transport stays usable
@@ -246,7 +273,13 @@ async fn sink_errors_surface_through_start_send_and_flush() {
     sink.as_mut().start_send(Frame::new("2")).unwrap(); // pending: no room
     drop(b);
     let flushed = poll_fn(|cx| sink.as_mut().poll_flush(cx)).await;
-    assert!(matches!(flushed, Err(TransportError::Closed)), "{flushed:?}");
+    assert!(
+        matches!(flushed, Err(TransportError::Closed)),
+        "{flushed:?}"
+    );
     let refused = sink.as_mut().start_send(Frame::new("3"));
-    assert!(matches!(refused, Err(TransportError::Closed)), "{refused:?}");
+    assert!(
+        matches!(refused, Err(TransportError::Closed)),
+        "{refused:?}"
+    );
 }
