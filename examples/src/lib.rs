@@ -29,6 +29,20 @@ pub struct ConfigSource {
 impl ConfigSource {
     /// Reads `--config FILE` or a URL from the front of `args`; returns the rest of `args`.
     /// With nothing there, `default` is used.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use examples::ConfigSource;
+    ///
+    /// let args = ["hub:///tmp/h.sock?max_peers=8".to_string(), "100".to_string()];
+    /// let (source, rest) = ConfigSource::from_args(&args, "mem://demo")?;
+    /// assert_eq!((source.config.backend.as_str(), rest), ("hub", &args[1..]));
+    ///
+    /// let (source, rest) = ConfigSource::from_args(&args[1..], "mem://demo")?;
+    /// assert_eq!((source.config.backend.as_str(), rest), ("mem", &args[1..]));
+    /// # Ok::<(), transport::TransportError>(())
+    /// ```
     pub fn from_args<'a>(
         args: &'a [String],
         default: &str,

@@ -72,6 +72,40 @@ fn expired(header: &FrameHeader) -> bool {
 
 /// The calling side of a session. Run [`dispatch`](Self::dispatch) concurrently with the
 /// calls (e.g. in `tokio::join!`): it routes each answer to its call.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use examples::rpc::{self, CallError, DELAY, ECHO, RpcClient};
+/// use std::time::Duration;
+/// use transport::Transport;
+///
+/// let (client_end, server_end) = transport::mem::pair(Default::default());
+/// let client = RpcClient::new(client_end);
+/// let calls = async {
+///     // Both requests leave before either answer is awaited; the delayed one answers last.
+///     let mut slow_payload = 5u32.to_le_bytes().to_vec(); // held 5 ms by the server
+///     slow_payload.extend_from_slice(b"slow");
+///     let slow = client.start(DELAY, slow_payload, Duration::from_secs(30)).await?;
+///     let fast = client.start(ECHO, "fast", Duration::from_secs(30)).await?;
+///     assert_eq!(fast.answer().await?.bytes(), b"fast");
+///     assert!(slow.answer().await?.bytes().ends_with(b"slow"));
+///     // The server holds this one for 49 days; its deadline passes long before.
+///     let forever = u32::MAX.to_le_bytes().to_vec();
+///     let late = client.call(DELAY, forever, Duration::from_millis(10)).await;
+///     assert!(matches!(late, Err(CallError::DeadlineExceeded { .. })));
+///     client.transport().close();
+///     Ok::<(), CallError>(())
+/// };
+/// let (served, dispatched, called) =
+///     tokio::join!(rpc::serve(&server_end), client.dispatch(), calls);
+/// called?;
+/// dispatched?;
+/// assert_eq!(served?.answered, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub struct RpcClient<T> {
     transport: T,
     next_id: AtomicU64,

@@ -71,6 +71,33 @@ use std::future::Future;
 /// One end of a bidirectional frame session with a single peer.
 ///
 /// See the [crate documentation](crate) for the contract every implementation keeps.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use transport_api::{Frame, Transport, TransportError, TrySendError};
+///
+/// let config = transport_mem::MemConfig { capacity: 1, ..Default::default() };
+/// let (a, b) = transport_mem::pair(config);
+///
+/// // A buffer placed where the transport can send it without a copy.
+/// let mut buf = a.alloc(5).await?;
+/// buf.copy_from_slice(b"first");
+/// a.send(Frame::new(buf)).await?;
+///
+/// // No room for a second frame: `try_send` hands it back, `send` would wait.
+/// let back = a.try_send(Frame::new("second")).unwrap_err();
+/// assert!(matches!(back, TrySendError::Full(_)));
+/// assert_eq!(b.recv().await?.bytes(), b"first");
+/// a.try_send(back.into_frame().unwrap()).unwrap();
+/// assert_eq!(b.try_recv()?.unwrap().bytes(), b"second");
+///
+/// a.close();
+/// assert!(matches!(b.recv().await, Err(TransportError::Closed)));
+/// # Ok::<(), transport_api::TransportError>(())
+/// # }).unwrap();
+/// ```
 pub trait Transport: Send + Sync {
     /// Sends a frame, waiting (asynchronously) while the peer is slow and there is no room.
     ///
