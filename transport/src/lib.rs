@@ -11,8 +11,8 @@
 //! | `shm` | `shm:///PATH`, `hub:///PATH` | [`shm`] (`transport-shm`) |
 //!
 //! Optional features: `toml` (default; [`TransportConfig::from_toml_file`]), `futures`
-//! ([`FrameStream`](transport_api::FrameStream) and [`FrameSink`](transport_api::FrameSink)),
-//! `metrics` ([`export_stats`](transport_api::export_stats)).
+//! (`FrameStream` and `FrameSink`: any transport as a `futures` `Stream` and `Sink`), `metrics`
+//! (`export_stats`: a session's stats through the `metrics` crate).
 //!
 //! Service code names no backend; the configuration does:
 //!
