@@ -6,6 +6,7 @@
 use crate::ConfigSource;
 use std::future::Future;
 use std::pin::Pin;
+use std::process::ExitCode;
 use transport::{BoxTransport, TransportConfig};
 
 /// Which role a command line asks for.
@@ -126,4 +127,16 @@ pub fn numbers<const N: usize>(
             .map_err(|_| format!("{} must be a number, got `{arg}`", names[i]))?;
     }
     Ok(out)
+}
+
+/// A program's exit: success, or its error on one line of standard error (prefixed with
+/// `program`) and status 1.
+pub fn exit_code(program: &str, result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

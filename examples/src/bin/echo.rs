@@ -94,11 +94,5 @@ async fn run(args: Vec<String>) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("echo: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    roles::exit_code("echo", run(std::env::args().skip(1).collect()).await)
 }
