@@ -26,6 +26,7 @@ pub fn urls(tag: &str) -> Vec<String> {
             "hub://{}?max_peers=4",
             temp_path(&format!("{tag}-hub.sock")).display()
         ),
+        // net: the tcp:// (loopback, port 0) and unix:// forms go here with that backend.
     ]
 }
 
