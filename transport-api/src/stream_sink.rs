@@ -9,6 +9,7 @@
 use crate::{Frame, Result, Transport, TransportError, TrySendError};
 use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
@@ -134,22 +135,29 @@ impl<H> fmt::Debug for FrameStream<'_, H> {
 }
 
 /// A [`Sink`] of frames sent over a transport, with backpressure: it holds at most one frame
-/// the transport had no room for.
+/// the transport had no room for (when used as the `Sink` contract asks, `poll_ready` before
+/// each `start_send`).
 ///
-/// * [`start_send`](Sink::start_send) sends the frame at once when the transport has room
-///   ([`Transport::try_send`]); the frame is then in the transport and is delivered whatever
-///   happens to the sink. Otherwise the sink keeps the frame as its *pending send*.
-/// * [`poll_ready`](Sink::poll_ready) and [`poll_flush`](Sink::poll_flush) drive the pending
-///   send ([`Transport::send`], which waits for room) and return `Pending` until it completed:
-///   that is the backpressure. When they return `Ready(Ok(()))`, every frame given to
-///   `start_send` was sent. An error of the pending send is returned by the next of them.
-/// * [`poll_close`](Sink::poll_close) flushes, then [`close`](Transport::close)s the
-///   transport (the peer receives everything sent, then `Closed`).
-/// * **Drop.** Dropping the sink with a pending send cancels that one send: per the
-///   transport's cancel-safety contract the frame is sent whole or not at all, never
-///   duplicated, and the transport stays usable. Frames sent before it are unaffected.
-///   [`has_pending`](Self::has_pending) tells whether a send is pending; flush before dropping
-///   to be sure every frame went.
+/// A frame given to [`start_send`](Sink::start_send) is in one of three states:
+/// 1. **In the transport**: there was room ([`Transport::try_send`]), so it is sent and is
+///    delivered whatever happens to the sink afterwards.
+/// 2. **Held**: there was no room; the sink keeps the frame itself. Nothing of it reached the
+///    transport, and [`take_unsent`](Self::take_unsent) hands it back.
+/// 3. **Sending**: [`poll_ready`](Sink::poll_ready), [`poll_flush`](Sink::poll_flush) or
+///    [`poll_close`](Sink::poll_close) found still no room and started the transport's own
+///    [`send`](Transport::send), which waits for room; they return `Pending` until it
+///    completed. That is the backpressure. When they return `Ready(Ok(()))`, every frame given
+///    to `start_send` is in the transport; a failed send's error is returned by the next of
+///    them.
+///
+/// `poll_close` flushes, then [`close`](Transport::close)s the transport (the peer receives
+/// everything sent, then `Closed`).
+///
+/// **Drop.** Frames in the transport are unaffected. A held frame is dropped unsent (take it
+/// back first with [`take_unsent`](Self::take_unsent) to keep it). A frame being sent has its
+/// send cancelled: per the transport's cancel-safety contract it is sent whole or not at all,
+/// never duplicated, and the transport stays usable. [`has_pending`](Self::has_pending) tells
+/// whether anything is held or being sent; flush before dropping to be sure every frame went.
 ///
 /// # Examples
 ///
@@ -177,7 +185,11 @@ impl<H> fmt::Debug for FrameStream<'_, H> {
 /// ```
 pub struct FrameSink<'a, H> {
     handle: H,
-    pending: Option<BoxFut<'a, Result<()>>>,
+    /// Frames with no room yet, oldest first (one, unless `start_send` came without
+    /// `poll_ready`), none of them passed to the transport.
+    held: VecDeque<Frame>,
+    /// The transport's `send` of the frame taken from the front of `held`.
+    sending: Option<BoxFut<'a, Result<()>>>,
 }
 
 impl<'a, H: TransportHandle + 'a> FrameSink<'a, H> {
@@ -185,7 +197,8 @@ impl<'a, H: TransportHandle + 'a> FrameSink<'a, H> {
     pub fn new(handle: H) -> Self {
         FrameSink {
             handle,
-            pending: None,
+            held: VecDeque::new(),
+            sending: None,
         }
     }
 
@@ -194,18 +207,37 @@ impl<'a, H: TransportHandle + 'a> FrameSink<'a, H> {
         &self.handle
     }
 
-    /// True while a frame given to `start_send` waits for room (see the drop rules above).
+    /// True while a frame given to `start_send` is held or being sent (see the states above).
     pub fn has_pending(&self) -> bool {
-        self.pending.is_some()
+        self.sending.is_some() || !self.held.is_empty()
     }
 
+    /// Takes back the held frames, oldest first: those that had no room and whose send has not
+    /// started. A frame being sent is not among them (it belongs to the transport's `send`).
+    pub fn take_unsent(&mut self) -> Vec<Frame> {
+        self.held.drain(..).collect()
+    }
+
+    /// Moves every held frame into the transport, in order; `Ready(Ok)` once all are in.
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let Some(send) = self.pending.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let result = ready!(send.as_mut().poll(cx));
-        self.pending = None;
-        Poll::Ready(result)
+        loop {
+            if let Some(send) = self.sending.as_mut() {
+                let result = ready!(send.as_mut().poll(cx));
+                self.sending = None;
+                result?;
+            }
+            let Some(frame) = self.held.pop_front() else {
+                return Poll::Ready(Ok(()));
+            };
+            match self.handle.try_send(frame) {
+                Ok(()) => {}
+                Err(TrySendError::Full(frame)) => {
+                    let handle = self.handle.clone();
+                    self.sending = Some(Box::pin(async move { handle.send(frame).await }));
+                }
+                Err(TrySendError::Failed(e)) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
@@ -218,20 +250,16 @@ impl<'a, H: TransportHandle + 'a> Sink<Frame> for FrameSink<'a, H> {
 
     fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<()> {
         let this = self.get_mut();
-        let handle = this.handle.clone();
-        if let Some(earlier) = this.pending.take() {
-            // Called without waiting for `poll_ready`: the frame queues behind the pending one,
-            // in order, rather than being refused.
-            this.pending = Some(Box::pin(async move {
-                earlier.await?;
-                handle.send(frame).await
-            }));
+        if this.has_pending() {
+            // Called without waiting for `poll_ready`: the frame queues behind the pending
+            // ones, in order, rather than being refused.
+            this.held.push_back(frame);
             return Ok(());
         }
         match this.handle.try_send(frame) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(frame)) => {
-                this.pending = Some(Box::pin(async move { handle.send(frame).await }));
+                this.held.push_back(frame);
                 Ok(())
             }
             Err(TrySendError::Failed(e)) => Err(e),
@@ -253,7 +281,8 @@ impl<'a, H: TransportHandle + 'a> Sink<Frame> for FrameSink<'a, H> {
 impl<H> fmt::Debug for FrameSink<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameSink")
-            .field("pending", &self.pending.is_some())
+            .field("held", &self.held.len())
+            .field("sending", &self.sending.is_some())
             .finish()
     }
 }

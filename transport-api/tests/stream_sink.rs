@@ -202,6 +202,24 @@ async fn sink_keeps_order_under_sustained_backpressure_and_close_closes() {
 }
 
 #[tokio::test]
+async fn a_held_frame_goes_straight_in_once_there_is_room() {
+    let (a, b) = tight_pair();
+    let mut sink = pin!(FrameSink::new(&a));
+    sink.as_mut().start_send(Frame::new("a").msg_id(1)).unwrap();
+    sink.as_mut().start_send(Frame::new("b").msg_id(2)).unwrap();
+    assert_eq!(b.recv().await.unwrap().header.msg_id, 1);
+    // Room appeared before the sink was polled: the first poll moves the frame in.
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(
+        sink.as_mut().poll_flush(&mut cx),
+        Poll::Ready(Ok(()))
+    ));
+    assert!(!sink.has_pending());
+    assert_eq!(ids(&drain(&b)), [2]);
+    assert_eq!(a.stats().send_waits, 0, "nothing waited");
+}
+
+#[tokio::test]
 async fn start_send_without_poll_ready_queues_behind_the_pending_frame() {
     let (a, b) = tight_pair();
     let mut sink = pin!(FrameSink::new(&a));
@@ -226,24 +244,32 @@ async fn dropping_the_sink_cancels_only_its_pending_send() {
     let (_, waker) = counting();
     let mut cx = Context::from_waker(&waker);
 
-    // Dropped in the start_send state: the frame was kept, its send never started.
+    // Held (start_send found no room, nothing polled since): the frame never reached the
+    // transport; it can be taken back, and dropping the sink drops it unsent.
     {
-        let mut sink = pin!(FrameSink::new(&a));
-        sink.as_mut()
+        let mut sink = FrameSink::new(&a);
+        Pin::new(&mut sink)
             .start_send(Frame::new("sent").msg_id(1))
             .unwrap();
-        sink.as_mut()
-            .start_send(Frame::new("kept").msg_id(2))
+        Pin::new(&mut sink)
+            .start_send(Frame::new("held").msg_id(2))
             .unwrap();
         assert!(sink.has_pending());
+        assert_eq!(ids(&sink.take_unsent()), [2]);
+        assert!(!sink.has_pending());
+        Pin::new(&mut sink)
+            .start_send(Frame::new("held, then dropped").msg_id(2))
+            .unwrap();
     }
-    // Dropped in the poll_ready state: the send was waiting for room.
+    // Sending (poll_ready started the transport's send, which waits for room): dropping
+    // cancels that send; the frame is not the sink's to hand back any more.
     {
-        let mut sink = pin!(FrameSink::new(&a));
-        sink.as_mut()
+        let mut sink = FrameSink::new(&a);
+        Pin::new(&mut sink)
             .start_send(Frame::new("waiting").msg_id(3))
             .unwrap();
-        assert!(sink.as_mut().poll_ready(&mut cx).is_pending());
+        assert!(Pin::new(&mut sink).poll_ready(&mut cx).is_pending());
+        assert!(sink.take_unsent().is_empty() && sink.has_pending());
     }
     // Neither dropped frame is delivered, nothing is duplicated, the transport stays usable
     // and nothing leaked.
