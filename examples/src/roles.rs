@@ -1,7 +1,7 @@
 //! The server and client roles the two-sided examples (`echo`, `rpc`) share: a program run as
-//! `NAME serve CONFIG` serves one client; `NAME CONNECT_ROLE CONFIG …` is the client; `NAME CONFIG
-//! …` does both, with the client in a second process (this binary re-executed) or, for an
-//! in-process backend, in a task.
+//! `NAME serve CONFIG` serves one client; `NAME CONNECT_WORD CONFIG …` is the client; `NAME
+//! CONFIG …` does both, with the client in a second process (this binary re-executed) or, for
+//! an in-process backend, in a task.
 
 use crate::ConfigSource;
 use std::future::Future;
@@ -46,10 +46,10 @@ pub struct Client {
     pub in_process: Box<dyn FnOnce(ConfigSource) -> ClientRun + Send>,
 }
 
-/// The server role: listens as `source` says, prints the line
-/// `server: listening with `CONFIG`; a client connects with `URL`` (which tests wait for),
-/// starts `client` if given, accepts one peer and runs `service` on it. `service` returns a
-/// summary line to print. Fails if the service or the client fails.
+/// The server role: listens as `source` says and prints one line, `server: listening with …;
+/// a client connects with …`, that ends with the URL clients use (tests wait for it). Then it
+/// starts `client` if given, accepts one peer, runs `service` on it and prints the summary line
+/// `service` returns. Fails if the service or the client fails.
 pub async fn serve<S>(
     source: &ConfigSource,
     client: Option<Client>,
