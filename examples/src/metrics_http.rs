@@ -13,6 +13,25 @@ const MAX_REQUEST: usize = 8 << 10;
 /// Installs a Prometheus recorder as the global `metrics` recorder and serves its text format
 /// at `http://ADDR/metrics`. Returns the bound address (useful with port 0). The server runs
 /// as a task of the current runtime until the process exits.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use transport::{Frame, Transport};
+///
+/// let addr = examples::metrics_http::serve("127.0.0.1:0".parse()?).await?;
+/// let (a, b) = transport::mem::pair(Default::default());
+/// a.send(Frame::new("counted")).await?;
+/// b.recv().await?;
+/// transport::export_stats("doc-session", &a.stats());
+///
+/// let (status, body) = examples::metrics_http::get(addr, "/metrics").await?;
+/// assert!(status.contains("200"));
+/// assert!(body.contains("transport_frames_sent{session=\"doc-session\"} 1"), "{body}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(addr)
         .await
