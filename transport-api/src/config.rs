@@ -49,6 +49,25 @@ impl fmt::Display for OptionValue {
 ///
 /// Deserialises from either a URL string (`"mem://name?capacity=64"`,
 /// `"shm:///run/app.sock?ring=256"`) or a map with `backend`, `address` and `options`.
+///
+/// # Examples
+///
+/// ```
+/// use transport_api::TransportConfig;
+/// use transport_api::config::OptionValue;
+///
+/// let config = TransportConfig::new("shm", "/run/app.sock")
+///     .with_option("ring", OptionValue::Int(256));
+/// assert_eq!(config.to_string(), "shm:///run/app.sock?ring=256");
+/// assert_eq!(config.get::<u32>("ring")?, Some(256));
+/// assert_eq!(config.get::<u32>("spin_us")?, None);
+///
+/// // A backend names the options it knows; a typo is an error that names it.
+/// let typo: TransportConfig = "shm:///run/app.sock?rign=256".parse()?;
+/// let e = typo.check_known(&["ring", "spin_us"]).unwrap_err();
+/// assert!(e.to_string().contains("unknown option `rign`"));
+/// # Ok::<(), transport_api::TransportError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ConfigRepr")]
 pub struct TransportConfig {
@@ -306,6 +325,31 @@ pub trait BackendFactory: Send + Sync {
 }
 
 /// The set of backends an application knows, by name.
+///
+/// Each backend crate provides a [`BackendFactory`]; the `transport` facade's `registry()`
+/// returns one with every backend compiled in.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use transport_api::{Frame, Registry, Transport, TransportConfig};
+///
+/// let registry = Registry::new().with(transport_mem::MemFactory);
+/// let config: TransportConfig = "mem://registry-doc?capacity=16".parse()?;
+/// let listener = registry.listen(&config).await?;
+/// let client = registry.connect(&listener.connect_config()).await?;
+/// let server = listener.accept().await?;
+/// client.send(Frame::new("ping")).await?;
+/// assert_eq!(server.recv().await?.bytes(), b"ping");
+///
+/// let Err(unknown) = registry.connect(&"carrier-pigeon://home".parse()?).await else {
+///     panic!("no backend is called carrier-pigeon");
+/// };
+/// assert!(unknown.to_string().contains("no backend named `carrier-pigeon`"));
+/// # Ok::<(), transport_api::TransportError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Clone, Default)]
 pub struct Registry {
     factories: BTreeMap<&'static str, Arc<dyn BackendFactory>>,

@@ -62,6 +62,27 @@ impl<T: Transport> DynTransport for T {
 }
 
 /// A transport whose backend was chosen at run time.
+///
+/// It implements [`Transport`] itself, so generic service code takes it unchanged.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use transport_api::{BoxTransport, Frame, Transport};
+///
+/// async fn greet<T: Transport>(t: &T) -> transport_api::Result<()> {
+///     t.send(Frame::new("hello")).await
+/// }
+///
+/// let (a, b) = transport_mem::pair(Default::default());
+/// let (a, b): (BoxTransport, BoxTransport) = (Box::new(a), Box::new(b));
+/// greet(&a).await?;
+/// assert_eq!(b.recv().await?.bytes(), b"hello");
+/// assert_eq!(b.backend(), "mem");
+/// # Ok::<(), transport_api::TransportError>(())
+/// # }).unwrap();
+/// ```
 pub type BoxTransport = Box<dyn DynTransport>;
 
 /// A boxed future, as returned by the object-safe methods.

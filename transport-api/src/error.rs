@@ -38,6 +38,18 @@ pub enum TransportError {
     /// The configuration given to a factory or constructor is invalid.
     #[error("invalid transport configuration: {0}")]
     Config(String),
+    /// A configuration file could not be used: unreadable, not TOML, an unknown key, a value of
+    /// the wrong type, or an option its backend refused (see
+    /// [`TransportError::in_file`](crate::TransportError::in_file)).
+    #[error("{}", file_message(path, key.as_deref(), reason))]
+    ConfigFile {
+        /// The file (empty for configuration text that came from no file).
+        path: std::path::PathBuf,
+        /// The offending key (`options.ring` for an option), when one is to blame.
+        key: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
     /// A typed message could not be encoded.
     #[error("failed to encode a `{ty}`: {source}")]
     Encode {
@@ -99,6 +111,15 @@ pub enum Refusal {
     Other(u32),
 }
 
+fn file_message(path: &std::path::Path, key: Option<&str>, reason: &str) -> String {
+    let key = key.map(|k| format!("key `{k}` ")).unwrap_or_default();
+    if path.as_os_str().is_empty() {
+        format!("{key}{reason}")
+    } else {
+        format!("{}: {key}{reason}", path.display())
+    }
+}
+
 impl TransportError {
     /// Shorthand for a [`TransportError::Corrupt`] with a formatted detail.
     pub fn corrupt(detail: impl Into<String>) -> Self {
@@ -113,6 +134,44 @@ impl TransportError {
             self,
             TransportError::Closed | TransportError::PeerDied | TransportError::Corrupt { .. }
         )
+    }
+
+    /// Attaches the configuration file `path` to a configuration error, so that a report made
+    /// while using a configuration read from a file (an option the backend does not know, a
+    /// value out of range) names the file: a `Config` error becomes a
+    /// [`ConfigFile`](TransportError::ConfigFile) with that path, a `ConfigFile` error without a
+    /// path gets it; every other error is returned unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use transport_api::TransportError;
+    ///
+    /// let e = TransportError::Config("unknown option `rign` for backend `shm`".into())
+    ///     .in_file("transport.toml".as_ref());
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "transport.toml: unknown option `rign` for backend `shm`"
+    /// );
+    /// ```
+    pub fn in_file(self, path: &std::path::Path) -> TransportError {
+        match self {
+            TransportError::Config(reason) => TransportError::ConfigFile {
+                path: path.to_path_buf(),
+                key: None,
+                reason,
+            },
+            TransportError::ConfigFile {
+                path: old,
+                key,
+                reason,
+            } if old.as_os_str().is_empty() => TransportError::ConfigFile {
+                path: path.to_path_buf(),
+                key,
+                reason,
+            },
+            other => other,
+        }
     }
 }
 

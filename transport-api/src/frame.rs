@@ -157,6 +157,20 @@ impl fmt::Debug for Payload {
 }
 
 /// A frame: header plus payload.
+///
+/// # Examples
+///
+/// ```
+/// use transport_api::{Frame, FrameHeader};
+///
+/// let frame = Frame::new("get /orders").msg_id(42).channel(1).method(3);
+/// assert_eq!(frame.header.msg_id, 42);
+/// assert_eq!(frame.bytes(), b"get /orders");
+///
+/// // Backends that carry headers as bytes use the fixed 32-byte encoding.
+/// let wire = frame.header.to_bytes();
+/// assert_eq!(FrameHeader::from_bytes(&wire), frame.header);
+/// ```
 #[derive(Debug, Default)]
 pub struct Frame {
     /// The fixed header.

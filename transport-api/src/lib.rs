@@ -6,6 +6,9 @@
 //! ([`TransportError`]), [`Stats`], typed messages ([`TypedTransport`]) and the configuration
 //! factory ([`config`]).
 //!
+//! Optional features: `toml` (`TransportConfig::from_toml_file`), `futures` (`FrameStream` and
+//! `FrameSink`: any transport as a `futures` `Stream` and `Sink`), `metrics` (`export_stats`).
+//!
 //! Service code is written once, generic over `T: Transport`:
 //!
 //! ```
@@ -38,10 +41,16 @@
 
 pub mod buf;
 pub mod config;
+#[cfg(feature = "toml")]
+mod config_file;
 mod dyn_transport;
 pub mod error;
 pub mod frame;
 pub mod stats;
+#[cfg(feature = "metrics")]
+mod stats_export;
+#[cfg(feature = "futures")]
+mod stream_sink;
 pub mod trace;
 mod typed;
 
@@ -53,11 +62,43 @@ pub use frame::{Frame, FrameHeader, Payload};
 pub use stats::{Counters, Stats};
 pub use typed::{TypedTransport, decode};
 
+#[cfg(feature = "metrics")]
+pub use stats_export::export_stats;
+#[cfg(feature = "futures")]
+pub use stream_sink::{FrameSink, FrameStream, TransportHandle};
+
 use std::future::Future;
 
 /// One end of a bidirectional frame session with a single peer.
 ///
 /// See the [crate documentation](crate) for the contract every implementation keeps.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use transport_api::{Frame, Transport, TransportError, TrySendError};
+///
+/// let config = transport_mem::MemConfig { capacity: 1, ..Default::default() };
+/// let (a, b) = transport_mem::pair(config);
+///
+/// // A buffer placed where the transport can send it without a copy.
+/// let mut buf = a.alloc(5).await?;
+/// buf.copy_from_slice(b"first");
+/// a.send(Frame::new(buf)).await?;
+///
+/// // No room for a second frame: `try_send` hands it back, `send` would wait.
+/// let back = a.try_send(Frame::new("second")).unwrap_err();
+/// assert!(matches!(back, TrySendError::Full(_)));
+/// assert_eq!(b.recv().await?.bytes(), b"first");
+/// a.try_send(back.into_frame().unwrap()).unwrap();
+/// assert_eq!(b.try_recv()?.unwrap().bytes(), b"second");
+///
+/// a.close();
+/// assert!(matches!(b.recv().await, Err(TransportError::Closed)));
+/// # Ok::<(), transport_api::TransportError>(())
+/// # }).unwrap();
+/// ```
 pub trait Transport: Send + Sync {
     /// Sends a frame, waiting (asynchronously) while the peer is slow and there is no room.
     ///

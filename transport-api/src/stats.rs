@@ -41,6 +41,23 @@ pub struct Stats {
 
 impl Stats {
     /// True when nothing is queued in either direction and no buffer memory is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use transport_api::{Frame, Transport};
+    ///
+    /// let (a, b) = transport_mem::pair(Default::default());
+    /// a.send(Frame::new("queued")).await?;
+    /// assert_eq!(a.stats().tx_queued_frames, 1);
+    /// assert!(!a.stats().is_idle());
+    /// b.recv().await?;
+    /// assert!(a.stats().is_idle() && b.stats().is_idle());
+    /// assert_eq!((a.stats().frames_sent, b.stats().frames_received), (1, 1));
+    /// # Ok::<(), transport_api::TransportError>(())
+    /// # }).unwrap();
+    /// ```
     pub fn is_idle(&self) -> bool {
         self.tx_queued_frames == 0
             && self.rx_queued_frames == 0

@@ -8,6 +8,32 @@ use serde::{Serialize, de::DeserializeOwned};
 /// Encoding measures the value first, then writes it directly into a buffer from
 /// [`Transport::alloc`] — no intermediate `Vec` — so on shared memory the encoded bytes are
 /// written once, into the slot that travels to the peer.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use serde::{Deserialize, Serialize};
+/// use transport_api::{FrameHeader, TypedTransport};
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// struct Order { id: u32, item: String }
+///
+/// let (a, b) = transport_mem::pair(Default::default());
+/// let order = Order { id: 7, item: "tea".into() };
+/// a.send_msg(FrameHeader { msg_id: 1, ..Default::default() }, &order).await?;
+/// let (header, got) = b.recv_msg::<Order>().await?;
+/// assert_eq!((header.msg_id, got), (1, order));
+///
+/// // A payload that is not an `Order` is consumed and reported; the session stays open.
+/// a.send_msg(FrameHeader::default(), &[0xffu8; 3]).await?;
+/// assert!(matches!(
+///     b.recv_msg::<Order>().await,
+///     Err(transport_api::TransportError::Decode { .. })
+/// ));
+/// # Ok::<(), transport_api::TransportError>(())
+/// # }).unwrap();
+/// ```
 pub trait TypedTransport: Transport {
     /// Encodes `msg` and sends it with `header`.
     fn send_msg<M>(&self, header: FrameHeader, msg: &M) -> impl Future<Output = Result<()>> + Send

@@ -68,6 +68,18 @@ impl MemConfig {
     /// Reads the limits from a configuration's options, starting from the defaults; each
     /// option must lie in its range ([`CAPACITY`](Self::CAPACITY),
     /// [`CAPACITY_BYTES`](Self::CAPACITY_BYTES), [`MAX_PAYLOAD`](Self::MAX_PAYLOAD)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use transport_mem::MemConfig;
+    ///
+    /// let c = MemConfig::from_config(&"mem://jobs?capacity=8&max_payload=4096".parse()?)?;
+    /// assert_eq!((c.capacity, c.max_payload), (8, 4096));
+    /// assert!(MemConfig::from_config(&"mem://jobs?capacity=0".parse()?).is_err());
+    /// assert!(MemConfig::from_config(&"mem://jobs?capcity=8".parse()?).is_err());
+    /// # Ok::<(), transport_api::TransportError>(())
+    /// ```
     pub fn from_config(cfg: &TransportConfig) -> Result<Self> {
         cfg.check_known(Self::OPTIONS)?;
         let d = MemConfig::default();
@@ -155,6 +167,30 @@ pub struct MemTransport {
 }
 
 /// Two connected endpoints.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use transport_api::{Frame, Transport};
+/// use transport_mem::{MemConfig, pair};
+///
+/// let (a, b) = pair(MemConfig { capacity: 64, ..MemConfig::default() });
+/// let receiver = tokio::spawn(async move {
+///     let mut total = 0;
+///     while let Ok(frame) = b.recv().await {
+///         total += frame.bytes().len();
+///     }
+///     total // `recv` returned `Closed` after the last frame
+/// });
+/// for _ in 0..1000 {
+///     a.send(Frame::new(&b"0123456789"[..])).await?; // waits whenever 64 frames are queued
+/// }
+/// drop(a);
+/// assert_eq!(receiver.await.unwrap(), 10_000);
+/// # Ok::<(), transport_api::TransportError>(())
+/// # }).unwrap();
+/// ```
 pub fn pair(config: MemConfig) -> (MemTransport, MemTransport) {
     named_pair(config, "pair")
 }
@@ -371,6 +407,27 @@ fn names() -> MutexGuard<'static, HashMap<String, (MemConfig, Pending)>> {
 
 /// Accepts in-process connections made with [`connect`] to its name. The name is freed when
 /// the listener is dropped.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use transport_api::{Frame, Transport};
+/// use transport_mem::{MemConfig, MemListener};
+///
+/// let listener = MemListener::bind("billing", MemConfig::default())?;
+/// assert!(MemListener::bind("billing", MemConfig::default()).is_err()); // the name is taken
+///
+/// let client = transport_mem::connect("billing")?;
+/// let server = listener.accept().await?;
+/// client.send(Frame::new("invoice")).await?;
+/// assert_eq!(server.recv().await?.bytes(), b"invoice");
+///
+/// drop(listener);
+/// assert!(transport_mem::connect("billing").is_err()); // nobody listens any more
+/// # Ok::<(), transport_api::TransportError>(())
+/// # }).unwrap();
+/// ```
 pub struct MemListener {
     name: String,
     incoming: tokio::sync::Mutex<mpsc::UnboundedReceiver<MemTransport>>,

@@ -1,13 +1,27 @@
-//! The echo demo: a generic service run over the backend named by a configuration string.
+//! The echo demo: a generic service run over the backend named by a configuration.
 //!
-//! `cargo run -p examples --bin echo -- [CONFIG] [COUNT]`, e.g. `mem://echo-demo`.
-//! In-process backends run client and server as two tasks; other backends run the client as a
-//! second process (this binary re-executed with `--client`).
+//! ```text
+//! echo [serve | connect] [URL | --config FILE] [COUNT]
+//! ```
+//!
+//! * `echo serve URL` listens, serves one client until it closes, and exits.
+//! * `echo connect URL [COUNT]` connects and checks COUNT round trips (default 1000).
+//! * `echo URL [COUNT]` (no role) does both: the client runs as a second process (this binary
+//!   re-executed with `connect`), or as a task for the in-process `mem` backend.
+//!
+//! URL defaults to `mem://echo-demo`; `--config FILE` reads the backend and its options from a
+//! TOML file instead (`backend = "hub"`, `address = "/tmp/h.sock"`, `[options]` …).
 
-use examples::{EchoRequest, echo_service, registry};
+use examples::roles::{self, Client, Role};
+use examples::{ConfigSource, EchoRequest, echo_service};
 use std::process::ExitCode;
 use std::time::Instant;
-use transport_api::{FrameHeader, Transport, TransportConfig, TypedTransport};
+use transport::{FrameHeader, Transport, TypedTransport};
+
+/// Round trips of the client role when COUNT is not given.
+const CLIENT_COUNT: u64 = 1000;
+/// Round trips when both roles run and COUNT is not given.
+const DEMO_COUNT: u64 = 10_000;
 
 async fn client<T: Transport + ?Sized>(t: &T, count: u64) -> Result<(), String> {
     let start = Instant::now();
@@ -43,88 +57,42 @@ async fn client<T: Transport + ?Sized>(t: &T, count: u64) -> Result<(), String> 
     Ok(())
 }
 
+/// The client role: connects and runs the round trips.
+async fn connect(source: ConfigSource, count: u64) -> Result<(), String> {
+    let t = source.connect().await.map_err(|e| e.to_string())?;
+    client(&t, count).await
+}
+
 async fn run(args: Vec<String>) -> Result<(), String> {
-    if args.first().map(String::as_str) == Some("--client") {
-        let cfg: TransportConfig = args
-            .get(1)
-            .ok_or("--client needs a config")?
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        let count = args.get(2).and_then(|c| c.parse().ok()).unwrap_or(1000);
-        let t = registry().connect(&cfg).await.map_err(|e| e.to_string())?;
-        return client(&t, count).await;
-    }
-    let cfg: TransportConfig = args
-        .first()
-        .map(String::as_str)
-        .unwrap_or("mem://echo-demo")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let count: u64 = match args.get(1) {
-        Some(c) => c
-            .parse()
-            .map_err(|_| format!("COUNT must be a number, got `{c}`"))?,
-        None => 10_000,
+    let (role, args) = Role::from_args(&args, "connect");
+    let (source, rest) =
+        ConfigSource::from_args(args, "mem://echo-demo").map_err(|e| e.to_string())?;
+    let service = async |t: &transport::BoxTransport| {
+        let served = echo_service(t).await.map_err(|e| e.to_string())?;
+        Ok(format!("served {served} requests; stats {:?}", t.stats()))
     };
-    let listener = registry().listen(&cfg).await.map_err(|e| e.to_string())?;
-    let connect = listener.connect_config();
-    println!("server: listening with `{cfg}`; a client connects with `{connect}`");
-    let in_process = cfg.backend == "mem";
-    let (client_task, mut child) = if in_process {
-        let task = tokio::spawn(async move {
-            let t = registry()
-                .connect(&connect)
-                .await
-                .map_err(|e| e.to_string())?;
-            client(&t, count).await
-        });
-        (Some(task), None)
-    } else {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(exe)
-            .args(["--client", &connect.to_string(), &count.to_string()])
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("spawning the client: {e}"))?;
-        (None, Some(child))
-    };
-    // A client process that dies before connecting would leave `accept` waiting forever.
-    let server = match child.as_mut() {
-        Some(child) => tokio::select! {
-            t = listener.accept() => t.map_err(|e| e.to_string())?,
-            status = child.wait() => {
-                return Err(match status {
-                    Ok(s) => format!("the client process exited before connecting: {s}"),
-                    Err(e) => format!("waiting for the client process: {e}"),
-                });
-            }
-        },
-        None => listener.accept().await.map_err(|e| e.to_string())?,
-    };
-    let served = echo_service(&server).await.map_err(|e| e.to_string())?;
-    println!(
-        "server: served {served} requests; stats {:?}",
-        server.stats()
-    );
-    if let Some(c) = client_task {
-        c.await.map_err(|e| e.to_string())??;
-    }
-    if let Some(child) = child.as_mut() {
-        let status = child.wait().await.map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("the client process failed: {status}"));
+    match role {
+        Role::Serve => {
+            roles::numbers(rest, [], [])?;
+            roles::serve(&source, None, service).await
+        }
+        Role::Connect => {
+            let [count] = roles::numbers(rest, ["COUNT"], [CLIENT_COUNT])?;
+            connect(source, count).await
+        }
+        Role::Both => {
+            let [count] = roles::numbers(rest, ["COUNT"], [DEMO_COUNT])?;
+            let client = Client {
+                connect_word: "connect",
+                extra: vec![count.to_string()],
+                in_process: Box::new(move |peer| Box::pin(connect(peer, count))),
+            };
+            roles::serve(&source, Some(client), service).await
         }
     }
-    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("echo: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    roles::exit_code("echo", run(std::env::args().skip(1).collect()).await)
 }

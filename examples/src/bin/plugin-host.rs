@@ -1,13 +1,13 @@
 //! The plugin-host demo: one host process serves four plugin processes over a shared-memory hub,
 //! survives one of them being killed, and lets a replacement take its place.
 //!
-//! `cargo run -p examples --bin plugin-host` (no arguments; `RUST_LOG` overrides the default
+//! `cargo run -p examples --bin plugin-host [--metrics ADDR]` (`RUST_LOG` overrides the default
 //! `info` level of the log on stderr).
 //!
 //! * The host binds a [`HubHost`] at a temporary socket path with room for exactly four peers
 //!   and starts four plugins: this binary re-executed with the hidden `--plugin PATH NAME`
 //!   arguments (`kill_on_drop`, so none outlives the host). Each plugin connects with
-//!   [`transport_shm::connect`] and introduces itself with a [`PluginMsg::Hello`].
+//!   [`transport::shm::connect`] and introduces itself with a [`PluginMsg::Hello`].
 //! * Protocol: the host sends typed [`Request`]s (postcard-encoded) to each plugin with
 //!   [`HubHost::send_to`] and collects the [`Response`]s of all plugins with
 //!   [`HubHost::recv_any`], checking every answer against its own computation.
@@ -18,18 +18,24 @@
 //! * A per-peer table from [`HubHost::peers`] is printed at the start, after the kill and at
 //!   the end. Shutdown closes the hub; the plugins see `Closed` and exit with status 0.
 //!
+//! * With `--metrics ADDR` (e.g. `127.0.0.1:9000`; port 0 picks one) every session's stats are
+//!   exported through the `metrics` crate (label `session` = the peer id) and served for
+//!   Prometheus at `http://ADDR/metrics`; after the demo the host keeps serving them until its
+//!   standard input closes.
+//!
 //! Any failure prints a message and exits with status 1.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
-use transport_api::{Frame, FrameHeader, Transport, TransportError, TypedTransport, decode};
-use transport_shm::layout::{Geometry, SlotClass};
-use transport_shm::{HubConfig, HubHost, PeerId, PeerState};
+use transport::shm::layout::{Geometry, SlotClass};
+use transport::shm::{HubConfig, HubHost, PeerId, PeerState};
+use transport::{Frame, FrameHeader, Transport, TransportError, TypedTransport, decode};
 
 /// Plugins served at once (also the hub's number of regions, so a replacement must reuse the
 /// region of the plugin it replaces).
@@ -124,7 +130,7 @@ async fn within<T>(what: &str, fut: impl Future<Output = T>) -> Result<T, String
 
 /// A plugin: connects, says hello, answers requests until the host closes the session.
 async fn plugin(path: &Path, name: &str) -> Result<(), String> {
-    let t = transport_shm::connect(path)
+    let t = transport::shm::connect(path)
         .await
         .map_err(|e| format!("connecting to {}: {e}", path.display()))?;
     let hello = PluginMsg::Hello {
@@ -218,8 +224,16 @@ async fn accept_plugin(
     Ok(Plugin { name, id, child })
 }
 
+/// Records every session's stats with the `metrics` recorder (a no-op without `--metrics`).
+fn export_peers(hub: &HubHost) {
+    for p in hub.peers() {
+        transport::export_stats(&p.id.to_string(), &p.stats);
+    }
+}
+
 /// Prints the hub's view of every peer: one row per peer from [`HubHost::peers`].
 fn print_peers(title: &str, hub: &HubHost, names: &HashMap<PeerId, String>) {
+    export_peers(hub);
     println!(
         "\n== peers: {title} (free regions: {}) ==",
         hub.free_regions()
@@ -330,6 +344,7 @@ async fn serve(
     for r in rounds {
         let start = Instant::now();
         let n = round(hub, plugins, r, next_id).await?;
+        export_peers(hub);
         println!(
             "round {r}: {n} requests to {} plugins answered and checked in {:?}",
             plugins.len(),
@@ -420,7 +435,11 @@ async fn kill_one(
 }
 
 /// The host program.
-async fn host() -> Result<(), String> {
+async fn host(metrics: Option<SocketAddr>) -> Result<(), String> {
+    if let Some(addr) = metrics {
+        let bound = examples::metrics_http::serve(addr).await?;
+        println!("metrics: Prometheus text at http://{bound}/metrics");
+    }
     // Unique among running processes; a stale socket left by a crashed run is replaced.
     let path: PathBuf =
         std::env::temp_dir().join(format!("plugin-host-{}.sock", std::process::id()));
@@ -522,6 +541,12 @@ async fn host() -> Result<(), String> {
     }
     drop(hub);
     println!("host: done, {} requests served", next_id - 1);
+    if metrics.is_some() {
+        println!("metrics: still served until standard input closes");
+        tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink())
+            .await
+            .map_err(|e| format!("reading standard input: {e}"))?;
+    }
     Ok(())
 }
 
@@ -542,13 +567,17 @@ async fn main() -> ExitCode {
     init_tracing();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (who, result) = match args.as_slice() {
-        [] => ("plugin-host", host().await),
+        [] => ("plugin-host", host(None).await),
+        [flag, addr] if flag == "--metrics" => match addr.parse() {
+            Ok(addr) => ("plugin-host", host(Some(addr)).await),
+            Err(e) => ("plugin-host", Err(format!("--metrics `{addr}`: {e}"))),
+        },
         [flag, path, name] if flag == "--plugin" => {
             (name.as_str(), plugin(path.as_ref(), name).await)
         }
         _ => (
             "plugin-host",
-            Err("usage: plugin-host (no arguments)".to_string()),
+            Err("usage: plugin-host [--metrics ADDR]".to_string()),
         ),
     };
     match result {
