@@ -89,7 +89,7 @@ pub enum TransportError {
 }
 
 /// Why a listener refused a connecting peer ([`TransportError::Refused`]).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
     /// The listener's access policy does not admit the peer's credentials.

@@ -1,8 +1,9 @@
 //! This backend described for the conformance suite (feature `conformance`).
 
+use crate::core::codec::{INLINE_HEAD, INLINE_MAX};
+use crate::core::layout::{Geometry, SlotClass};
 use crate::hub::{HubConfig, HubHost, HubPeer};
-use crate::layout::{Geometry, SlotClass};
-use crate::{INLINE_HEAD, INLINE_MAX, ShmConfig, ShmListener, ShmTransport};
+use crate::{ShmConfig, ShmListener, ShmTransport};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,6 +183,7 @@ fn hub_config(opts: PairOptions, max_peers: usize) -> HubConfig {
         max_peers,
         geometry: c.geometry,
         spin: c.spin,
+        ..HubConfig::default()
     }
 }
 

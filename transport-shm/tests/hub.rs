@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use transport_api::{Frame, Registry, Transport, TransportConfig, TransportError};
 use transport_conformance::util::Rng;
-use transport_shm::layout::{Geometry, SlotClass};
-use transport_shm::{HubConfig, HubFactory, HubHost, PeerId, PeerState, ShmTransport};
+use transport_shm::{
+    Geometry, HubConfig, HubFactory, HubHost, PeerId, PeerState, ShmTransport, SlotClass,
+};
 
 /// Hang guard for every test.
 const GUARD: Duration = Duration::from_secs(30);
@@ -53,6 +54,15 @@ fn config(max_peers: usize) -> HubConfig {
         max_peers,
         geometry: geometry(),
         ..HubConfig::default()
+    }
+}
+
+/// A hub whose connecting peers wait for a region while all are busy (instead of being
+/// refused at once, the default).
+fn waiting_config(max_peers: usize) -> HubConfig {
+    HubConfig {
+        wait: Duration::from_secs(60),
+        ..config(max_peers)
     }
 }
 
@@ -205,7 +215,7 @@ async fn many_peers_stream_both_ways_through_recv_any() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_peer_leaves_others_untouched_and_its_region_is_reused() {
-    let (hub, path) = bind("reuse", config(3));
+    let (hub, path) = bind("reuse", waiting_config(3));
     let (a_id, a_host, a) = attach(&hub, &path).await;
     let (b_id, b_host, b) = attach(&hub, &path).await;
     let (c_id, c_host, c) = attach(&hub, &path).await;
@@ -721,7 +731,7 @@ async fn chaos_cross_process_peers_killed_and_replaced() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let (hub, path) = bind("chaos", config(CHILDREN));
+    let (hub, path) = bind("chaos", waiting_config(CHILDREN));
     let addr = path.display().to_string();
     let failed = Arc::new(AtomicBool::new(false));
     let attached = Arc::new(AtomicU64::new(0));

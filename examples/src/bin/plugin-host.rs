@@ -33,8 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
-use transport::shm::layout::{Geometry, SlotClass};
-use transport::shm::{HubConfig, HubHost, PeerId, PeerState};
+use transport::shm::{Geometry, HubConfig, HubHost, PeerId, PeerState, SlotClass};
 use transport::{Frame, FrameHeader, Transport, TransportError, TypedTransport, decode};
 
 /// Plugins served at once (also the hub's number of regions, so a replacement must reuse the

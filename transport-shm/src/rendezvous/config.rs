@@ -1,0 +1,41 @@
+//! The parameters a listener chooses for its sessions.
+
+use super::access::AccessPolicy;
+use crate::core::layout::Geometry;
+use std::time::Duration;
+
+/// Session parameters. The listener chooses the geometry (the connector adopts what the
+/// segment says); each side uses its own `spin` and `handshake_timeout`; `access` is the
+/// listener's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShmConfig {
+    /// Ring capacity and slot classes (identical for both directions).
+    pub geometry: Geometry,
+    /// How long a waiting `send`/`recv` spins before parking on its eventfd (at most
+    /// [`ShmConfig::MAX_SPIN`]).
+    pub spin: Duration,
+    /// How long either side of the handshake waits for the other before it fails (option
+    /// `handshake_ms`, 1..=600000; default 10 s).
+    pub handshake_timeout: Duration,
+    /// Who may connect to a listener, and its socket file's mode (default: only this
+    /// process's uid, mode `0600`).
+    pub access: AccessPolicy,
+}
+
+impl ShmConfig {
+    /// The longest spin accepted (1 s): a spin burns a CPU while it lasts.
+    pub const MAX_SPIN: Duration = Duration::from_secs(1);
+    /// The longest handshake timeout accepted (10 minutes).
+    pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(600);
+}
+
+impl Default for ShmConfig {
+    fn default() -> Self {
+        ShmConfig {
+            geometry: Geometry::default(),
+            spin: Duration::from_micros(20),
+            handshake_timeout: Duration::from_secs(10),
+            access: AccessPolicy::default(),
+        }
+    }
+}

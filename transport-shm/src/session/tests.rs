@@ -1,0 +1,124 @@
+//! Unit tests of `session`.
+
+use super::*;
+use crate::core::codec::continuations;
+use std::sync::atomic::Ordering;
+use transport_api::Payload;
+
+/// Bytes past an inline payload's length inside its ring entries (what a careless or
+/// hostile sender may leave there) never show in the received frame, not even when the
+/// received buffer is grown.
+#[tokio::test]
+async fn inline_padding_in_the_ring_never_shows() {
+    use crate::core::layout::Direction;
+    let (a, b) = crate::pair(crate::ShmConfig::default()).await.unwrap();
+    let layout = a.segment().layout();
+    let words = a
+        .segment()
+        .mapping()
+        .words(0, layout.total_len() / 8)
+        .unwrap();
+    let ring = layout.dir(Direction::AToB).desc_ring_offset / 8 + crate::core::ring::CONTROL_WORDS;
+    let mut at = 0; // ring position of the next unit
+    for len in [5usize, 16, 40, 64] {
+        let payload: Vec<u8> = (1..=len as u8).collect();
+        a.send(Frame::new(payload.clone()).msg_id(len as u64))
+            .await
+            .unwrap();
+        // Every payload word of the unit (descriptor words 6, 7; continuation words
+        // 0..3, 5..7) gets 0xEE in each byte past the length.
+        let entries = 1 + continuations(len);
+        for j in 0..(2 + 7 * (entries - 1)).min(8) {
+            let (e, w) = payload_word_at_for_test(j);
+            let word = &words[ring + (at + e) * 8 + w];
+            let first_pad = len.saturating_sub(8 * j).min(8);
+            let mut bytes = word.load(Ordering::Relaxed).to_le_bytes();
+            bytes[first_pad..].fill(0xEE);
+            word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+        }
+        let f = b.recv().await.unwrap();
+        assert_eq!(f.header.msg_id, len as u64);
+        assert_eq!(f.bytes(), &payload[..], "len {len}");
+        let Payload::Buf(mut buf) = f.payload else {
+            panic!("len {len}: a small frame arrives in a TxBuf");
+        };
+        assert_eq!(buf.set_len(TxBuf::INLINE_CAPACITY), TxBuf::INLINE_CAPACITY);
+        assert!(
+            buf[len..].iter().all(|&x| x == 0),
+            "len {len}: {:?}",
+            &buf[..]
+        );
+        at += entries;
+    }
+}
+
+/// Both inline routes (`send` straight from the frame, `try_send` through `try_prepare`)
+/// at the sizes where the unit grows, and the counters they keep.
+#[tokio::test]
+async fn both_inline_routes_carry_every_boundary_size() {
+    let (a, b) = crate::pair(crate::ShmConfig::default()).await.unwrap();
+    let max = a.inline_max();
+    let sizes = [0, 1, 16, 17, 64, 65, 72, 73, max - 1, max];
+    for (i, &len) in sizes.iter().enumerate() {
+        let payload: Vec<u8> = (0..len).map(|k| (k * 31 + i) as u8).collect();
+        if i % 2 == 0 {
+            a.send(Frame::new(payload.clone()).msg_id(i as u64))
+                .await
+                .unwrap();
+        } else {
+            a.try_send(Frame::new(payload.clone()).msg_id(i as u64))
+                .unwrap();
+        }
+        let f = b.recv().await.unwrap();
+        assert_eq!(
+            (f.header.msg_id, f.bytes()),
+            (i as u64, &payload[..]),
+            "len {len}"
+        );
+    }
+    let s = a.stats();
+    assert_eq!((s.copied_sends, s.zero_copy_sends), (sizes.len() as u64, 0));
+    assert_eq!(s.bytes_sent, sizes.iter().sum::<usize>() as u64);
+}
+
+/// With several status flags set, operations report them in a fixed order: a local close
+/// first, then corruption, then the peer's end.
+#[tokio::test]
+async fn status_flags_are_reported_in_order() {
+    let (a, b) = crate::pair(crate::ShmConfig::default()).await.unwrap();
+    a.inner.fail("test: broken on purpose".into());
+    for r in [
+        a.send(Frame::new(vec![1u8; 8])).await,
+        a.try_send(Frame::new(vec![1u8; 8])).map_err(|e| match e {
+            TrySendError::Full(_) => panic!("not full"),
+            TrySendError::Failed(e) => e,
+        }),
+        a.recv().await.map(drop),
+    ] {
+        assert!(matches!(r, Err(TransportError::Corrupt { .. })), "{r:?}");
+    }
+    a.close();
+    assert!(matches!(
+        a.send(Frame::new(vec![1u8; 8])).await,
+        Err(TransportError::Closed)
+    ));
+    assert!(matches!(a.recv().await, Err(TransportError::Closed)));
+    // The peer's end, seen by `b` once `a` closed: a graceful close, not a death.
+    let r = b.recv().await;
+    assert!(matches!(r, Err(TransportError::Closed)), "{r:?}");
+}
+
+/// (entry of the unit, word in it) of payload word `j` (`j < 8`), as the wire layout
+/// documents it: descriptor words 6 and 7, then continuation words 0, 1, 2, 3, 5, 6.
+fn payload_word_at_for_test(j: usize) -> (usize, usize) {
+    [
+        (0, 6),
+        (0, 7),
+        (1, 0),
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (1, 5),
+        (1, 6),
+    ][j]
+}

@@ -1,0 +1,358 @@
+//! Waiting: the one spin-then-park policy of a session, used by `send`, `recv`, `alloc`,
+//! [`ShmTransport::readable`](super::ShmTransport::readable) and (its spin) the hub's `recv_any`.
+//!
+//! [`ShmTransport`](super::ShmTransport) delegates its waits here.
+//!
+//! A task that finds nothing to do retries for the configured spin time ([`Spin`]), then
+//! announces on the ring that it parks (a flag in shared memory, see [`crate::core::ring`]) and
+//! awaits its own eventfd through tokio's `AsyncFd` ([`Inner::park`]). The peer writes that
+//! eventfd only when the flag is set, so busy peers make no system calls.
+
+use super::inner::{Body, Inner};
+use crate::core::ring::RingError;
+use crate::os::sys;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use transport_api::{Frame, FrameHeader, Result, TxBuf};
+
+/// The spin part of a wait: how long to retry before parking, and how to behave meanwhile.
+/// The clock is read, and the OS thread yielded (so that a peer sharing this CPU can run),
+/// every 32 tries; between them the CPU is told it is spinning.
+pub(crate) struct Spin {
+    start: Instant,
+    limit: Duration,
+    tries: usize,
+    next_check: usize,
+}
+
+impl Spin {
+    /// Starts a spin of at most `limit`.
+    pub(crate) fn new(limit: Duration) -> Spin {
+        Spin {
+            start: Instant::now(),
+            limit,
+            tries: 0,
+            next_check: 32,
+        }
+    }
+
+    /// Counts `tries` more attempts that found nothing and pauses before the next; `false` once
+    /// the spin time is over (then the caller parks).
+    #[inline]
+    pub(crate) fn pause(&mut self, tries: usize) -> bool {
+        self.tries += tries;
+        if self.tries >= self.next_check {
+            self.next_check = self.tries + 32;
+            if self.start.elapsed() >= self.limit {
+                return false;
+            }
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        true
+    }
+
+    /// [`Spin::pause`] for one try in a loop whose tries are slow (each one a pass over many
+    /// sessions): the clock is read on every call, before pausing.
+    pub(crate) fn pause_timed(&mut self) -> bool {
+        if self.start.elapsed() >= self.limit {
+            return false;
+        }
+        self.tries += 1;
+        if self.tries % 32 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        true
+    }
+}
+
+/// A local waiter, counted in `Inner::waiters` while this guard lives.
+pub(crate) struct Waiting<'a>(&'a Inner);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How much longer a receive spins after `frames` frames of `bytes` bytes in all: 1 µs per
+/// 16 KiB of their average size, at most 1 ms (see [`Inner::spin_longer_after_large_frames`]).
+fn extra_spin(bytes: u64, frames: u64) -> Duration {
+    let avg = bytes.checked_div(frames).unwrap_or(0);
+    Duration::from_micros(avg >> 14).min(Duration::from_millis(1))
+}
+
+impl Inner {
+    /// Counts the caller as a local waiter until the guard drops (however its future ends).
+    /// A wait loop holds it from *before* its first attempt: a task that publishes or takes a
+    /// frame notifies local waiters only while this count is non-zero, and the parked flag in
+    /// shared memory is one word per ring, shared by every local waiter, so another task's
+    /// `prepare_park` may withdraw it. A waiter counted only once it sleeps could miss both
+    /// signals in the gap between its re-check and its sleep.
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        Waiting(self)
+    }
+
+    /// Sleeps until the doorbell rings or a local event happens. The caller holds a
+    /// [`Inner::waiting`] guard and re-checks its condition after every return. Cancel-safe.
+    ///
+    /// A ring of the doorbell is answered at once, without reading the eventfd: the caller goes
+    /// straight to the frame, and the read (a system call) is left for the next `park`, which
+    /// then only reads the count and returns for one more re-check. A wake-up is thus never
+    /// consumed without a re-check after it, and while it stays unread the readiness stays set,
+    /// so other waiters of this endpoint return and re-check too.
+    pub(crate) async fn park(
+        &self,
+        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) {
+        let unread = self.bell_unread.swap(false, Ordering::AcqRel);
+        tokio::select! {
+            _ = notified => {}
+            r = self.bell.readable() => {
+                if let Ok(mut g) = r {
+                    if !unread {
+                        self.bell_unread.store(true, Ordering::Release);
+                        return;
+                    }
+                    // Reading an eventfd takes its whole count, so after a successful read the
+                    // readiness can be cleared at once (a later write raises a new edge); this
+                    // saves the extra read that would only return EAGAIN.
+                    if let Ok(Ok(_)) = g.try_io(|fd| sys::eventfd_drain(fd.get_ref().as_fd()).map_err(std::io::Error::from)) {
+                        g.clear_ready();
+                        // The doorbell is shared by every waiter of this endpoint and we just
+                        // consumed its wake-up: let the others re-check their own condition.
+                        // (Only here: notifying on every wake-up would make two idle waiters
+                        // wake each other forever.)
+                        self.local.notify_waiters();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Retries `attempt` for up to the configured spin time before the caller parks.
+    pub(crate) fn spin<T>(
+        &self,
+        mut attempt: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        if self.spin.is_zero() {
+            return Ok(None);
+        }
+        let mut spin = Spin::new(self.spin);
+        loop {
+            if let Some(v) = attempt()? {
+                return Ok(Some(v));
+            }
+            if !spin.pause(1) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A receive that found nothing within the configured spin time, while the frames received
+    /// since the previous such wait were large, keeps spinning for 1 µs more per 16 KiB of their
+    /// average size (64 µs for 1 MiB frames) before it parks. The next frame of a stream of
+    /// large frames takes the sender about as long to fill as the last ones took, while a park
+    /// and wake-up costs tens of microseconds whatever the size: without the extension, a 1 MiB
+    /// round trip or stream whose per-frame time is close to the spin time parks on most frames
+    /// and runs at a fraction of its rate. The size comes from the receive counters, so the
+    /// receive fast path does no extra work.
+    #[cold]
+    #[inline(never)]
+    fn spin_longer_after_large_frames(&self) -> Result<Option<Frame>> {
+        if self.spin.is_zero() {
+            return Ok(None);
+        }
+        let c = &self.link.counters;
+        let bytes = c.bytes_received.load(Ordering::Relaxed);
+        let frames = c.frames_received.load(Ordering::Relaxed);
+        let (b0, f0) = std::mem::replace(&mut self.rx.lock().waited_at, (bytes, frames));
+        let (bytes, frames) = (bytes.wrapping_sub(b0), frames.wrapping_sub(f0));
+        let extra = extra_spin(bytes, frames);
+        // In rounds of the configured spin time (the very loop `recv` runs), so that this
+        // path adds no second copy of it.
+        let start = Instant::now();
+        while start.elapsed() < extra {
+            if let Some(f) = self.spin(|| self.take_or_end())? {
+                return Ok(Some(f));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The wait loop of `send` and `recv`. Counted as a local waiter throughout (see
+    /// [`Inner::waiting`]), it retries `attempt`; when that fails, `prepare_park` announces the
+    /// park on the ring and re-checks exactly the condition that failed, and the task sleeps
+    /// only when that re-check says so. `waits` counts the call once.
+    async fn wait_for<T>(
+        &self,
+        waits: &AtomicU64,
+        what: &str,
+        mut attempt: impl FnMut() -> Result<Option<T>>,
+        mut prepare_park: impl FnMut() -> std::result::Result<bool, RingError>,
+    ) -> Result<T> {
+        let _waiting = self.waiting();
+        waits.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let notified = self.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(v) = attempt()? {
+                return Ok(v);
+            }
+            match prepare_park() {
+                Ok(true) => self.park(notified).await,
+                Ok(false) => {}
+                Err(e) => return Err(self.fail_ring(what, e)),
+            }
+        }
+    }
+
+    /// The waiting part of `send`: parks until the ring has room for the whole frame (boxed
+    /// by the caller, so the common future stays small).
+    pub(crate) async fn send_wait(&self, header: FrameHeader, mut body: Body) -> Result<()> {
+        let needed = body.ring_entries();
+        self.wait_for(
+            &self.link.counters.send_waits,
+            "transmit ring",
+            || {
+                let sent = self.try_publish(header, &mut body)?;
+                if sent {
+                    self.kick_waiters();
+                }
+                Ok(sent.then_some(()))
+            },
+            || self.tx.lock().prepare_park(needed),
+        )
+        .await
+    }
+
+    /// The waiting part of `recv`: parks until a frame arrives or the session ends.
+    pub(crate) async fn recv_wait(&self) -> Result<Frame> {
+        if let Some(f) = self.spin_longer_after_large_frames()? {
+            return Ok(f);
+        }
+        self.wait_for(
+            &self.link.counters.recv_waits,
+            "receive ring",
+            || self.take_or_end(),
+            || self.rx.lock().prepare_park(),
+        )
+        .await
+    }
+
+    /// The waiting part of `alloc`: parks until a slot of the class comes back.
+    pub(crate) async fn alloc_wait(&self, len: usize) -> Result<TxBuf> {
+        let _waiting = self.waiting();
+        self.link
+            .counters
+            .send_waits
+            .fetch_add(1, Ordering::Relaxed);
+        loop {
+            let freed = self.tx.slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let notified = self.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(b) = self.try_alloc(len)? {
+                return Ok(b);
+            }
+            let may_sleep = self.tx.lock().completions.prepare_park();
+            match may_sleep {
+                Ok(true) => {
+                    tokio::select! {
+                        _ = freed => {}
+                        _ = self.park(notified) => {}
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => return Err(self.fail_ring("completion ring", e)),
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// See [`ShmTransport::readable`](super::ShmTransport::readable).
+    pub(crate) async fn readable(&self) {
+        let inner = self;
+        let _waiting = inner.waiting();
+        let mut counted = false;
+        loop {
+            let notified = inner.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inner.status.ended() {
+                return;
+            }
+            let may_sleep = {
+                let mut st = inner.rx.lock();
+                match st.ring.is_ready() {
+                    Ok(false) => st.prepare_park(),
+                    // Ready, or broken (the next receive reports it).
+                    Ok(true) | Err(_) => return,
+                }
+            };
+            match may_sleep {
+                Ok(true) => {
+                    if !counted {
+                        counted = true;
+                        inner
+                            .link
+                            .counters
+                            .recv_waits
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    inner.park(notified).await
+                }
+                Ok(false) | Err(_) => return,
+            }
+        }
+    }
+
+    /// See [`ShmTransport::drained`](super::ShmTransport::drained).
+    pub(crate) async fn drained(&self) {
+        let inner = self;
+        let _waiting = inner.waiting();
+        loop {
+            let notified = inner.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inner.status.ended() && !matches!(inner.rx.lock().ring.is_ready(), Ok(true)) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extra_spin;
+    use std::time::Duration;
+
+    #[test]
+    fn receives_spin_longer_only_after_large_frames() {
+        // Small frames (all inline ones, and slots up to 16 KiB): no extension.
+        assert_eq!(extra_spin(100 * 64, 100), Duration::ZERO);
+        assert_eq!(extra_spin(16383, 1), Duration::ZERO);
+        // No frame since the last wait, or wrapped counters: no extension, no panic.
+        assert_eq!(extra_spin(0, 0), Duration::ZERO);
+        assert_eq!(extra_spin(u64::MAX, 0), Duration::ZERO);
+        // 1 µs per 16 KiB of the average frame.
+        assert_eq!(extra_spin(3 << 20, 3), Duration::from_micros(64));
+        assert_eq!(
+            extra_spin((1 << 20) + 64 * 99, 100),
+            Duration::from_micros(0)
+        );
+        assert_eq!(extra_spin(64 << 10, 1), Duration::from_micros(4));
+        // Bounded whatever the counters say.
+        assert_eq!(extra_spin(u64::MAX, 1), Duration::from_millis(1));
+    }
+}
