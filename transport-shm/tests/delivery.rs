@@ -359,3 +359,66 @@ async fn queued_counts_are_frames_not_ring_entries() {
     }
     assert!(a.stats().is_idle() && b.stats().is_idle());
 }
+
+/// `close` racing sends on other tasks while the peer receives: every send that returned `Ok`
+/// is received before the peer sees `Closed`; the others fail with `Closed`. Repeated, so the
+/// close lands at many points of a send (before the check, between the check and the publish,
+/// after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn close_racing_sends_loses_no_frame_whose_send_returned_ok() {
+    const SENDERS: u32 = 3;
+    for round in 0..300u64 {
+        let (a, b) = pair(ShmConfig::default()).await.unwrap();
+        let a = Arc::new(a);
+        let start = Arc::new(tokio::sync::Barrier::new(SENDERS as usize + 1));
+        let receiver = tokio::spawn(async move {
+            let mut got = vec![0u64; SENDERS as usize];
+            loop {
+                match b.recv().await {
+                    Ok(f) => {
+                        let s = f.header.channel as usize;
+                        assert_eq!(f.header.msg_id, got[s], "round {round}: sender {s} order");
+                        got[s] += 1;
+                    }
+                    Err(transport_api::TransportError::Closed) => break,
+                    Err(e) => panic!("round {round}: unexpected {e}"),
+                }
+            }
+            // Nothing may arrive after `Closed` either.
+            assert!(b.try_recv().is_err(), "round {round}: a frame after Closed");
+            got
+        });
+        let mut senders = Vec::new();
+        for s in 0..SENDERS {
+            let (a, start) = (a.clone(), start.clone());
+            senders.push(tokio::spawn(async move {
+                start.wait().await;
+                let mut ok = 0u64;
+                loop {
+                    let len = if ok % 2 == 0 { 8 } else { 3000 };
+                    let f = Frame::new(vec![s as u8; len]).channel(s).msg_id(ok);
+                    match a.send(f).await {
+                        Ok(()) => ok += 1,
+                        Err(transport_api::TransportError::Closed) => return ok,
+                        Err(e) => panic!("sender {s}: unexpected {e}"),
+                    }
+                }
+            }));
+        }
+        start.wait().await;
+        // Let the senders get going for a round-dependent number of frames, then close.
+        while a.stats().frames_sent < round % 40 {
+            tokio::task::yield_now().await;
+        }
+        a.close();
+        let mut sent = vec![0u64; SENDERS as usize];
+        for (s, t) in senders.into_iter().enumerate() {
+            sent[s] = guard("sender", t).await.unwrap();
+        }
+        let got = guard("receiver", receiver).await.unwrap();
+        assert_eq!(
+            got, sent,
+            "round {round}: frames whose send returned Ok were lost"
+        );
+    }
+}

@@ -321,6 +321,11 @@ impl Inner {
     ) -> Result<bool> {
         let mut st = self.tx.lock();
         self.check_not_reclaimed(&st)?;
+        // `close` sets CLOSED under this lock: a unit is published either before the close
+        // (and the peer drains it before it sees the close) or not at all.
+        if let Some(e) = self.status.send_blocker() {
+            return Err(e);
+        }
         let wake = match st.push_unit(entries, word, published) {
             Ok(wake) => wake,
             Err(PushError::Full) => return Ok(false),

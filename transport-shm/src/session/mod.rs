@@ -324,7 +324,13 @@ impl Transport for ShmTransport {
 
     fn close(&self) {
         let inner = &self.inner;
-        if inner.status.set(CLOSED) {
+        // Under the transmit lock, so that no send publishes after the close is visible to
+        // the peer (see `Inner::push_unit`): a send that returned `Ok` is delivered.
+        let already = {
+            let _st = inner.tx.lock();
+            inner.status.set(CLOSED)
+        };
+        if already {
             return;
         }
         inner.link.seg.mark_closed(inner.link.side);
