@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 /// Usage text printed by `--help` and after a usage error.
 pub const USAGE: &str = "\
-usage: transport-bench [--quick] [--json PATH] [--placement split|same] [--only NAME[,NAME...]]
-                       [--rounds N]
+usage: transport-bench [--quick] [--json PATH] [--svg PATH] [--placement split|same]
+                       [--only NAME[,NAME...]] [--rounds N]
 
 Measures round-trip latency (rtt: p50, p99) and one-way throughput (stream: msgs/s, GB/s) for
 payloads of 8 B, 64 B, 1 KiB, 64 KiB and 1 MiB, between two processes where the backend allows;
@@ -17,6 +17,7 @@ initiator sleeping that long before each one, so that a waiting peer parks and m
 options:
   --quick              short run (well under a minute; a few hundred idle-gap pings)
   --json PATH          also write the records as a JSON array to PATH
+  --svg PATH           also draw the ratio table (each row against `unix`) as an SVG chart
   --placement MODE     split: parent on CPU 0, peer on CPU 1 (default); same: both on CPU 0
   --only NAMES         run only these rows (comma-separated, or repeat the option)
   --rounds N           run the selected rows N times (1 to 50, default 1), in alternating
@@ -78,6 +79,8 @@ pub struct Options {
     pub quick: bool,
     /// Where to write the JSON records, if anywhere.
     pub json: Option<PathBuf>,
+    /// Where to draw the ratio chart (SVG), if anywhere.
+    pub svg: Option<PathBuf>,
     /// Where the two peers run.
     pub placement: Placement,
     /// Rows to run (`None`: all).
@@ -125,6 +128,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     let mut opts = Options {
         quick: false,
         json: None,
+        svg: None,
         placement: Placement::Split,
         only: None,
         rounds: 1,
@@ -158,6 +162,13 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
                     return Err("--json needs a non-empty path".into());
                 }
                 opts.json = Some(PathBuf::from(v));
+            }
+            "--svg" => {
+                let v = value("--svg")?;
+                if v.is_empty() {
+                    return Err("--svg needs a non-empty path".into());
+                }
+                opts.svg = Some(PathBuf::from(v));
             }
             "--placement" => opts.placement = Placement::parse(&value("--placement")?)?,
             "--only" => {
@@ -250,6 +261,7 @@ mod tests {
             "--quick",
             "--json",
             "/tmp/x.json",
+            "--svg=/tmp/x.svg",
             "--placement=same",
             "--only",
             "spin,unix",
@@ -259,6 +271,7 @@ mod tests {
         };
         assert!(o.quick);
         assert_eq!(o.json, Some(PathBuf::from("/tmp/x.json")));
+        assert_eq!(o.svg, Some(PathBuf::from("/tmp/x.svg")));
         assert_eq!(o.placement, Placement::Same);
         assert_eq!(o.only, Some(vec!["spin".to_string(), "unix".to_string()]));
         assert_eq!(o.rounds, 3);
@@ -272,6 +285,8 @@ mod tests {
     fn rejects_bad_input() {
         assert!(p(&["--placement", "diagonal"]).is_err());
         assert!(p(&["--json"]).is_err());
+        assert!(p(&["--svg"]).is_err());
+        assert!(p(&["--svg="]).is_err());
         assert!(p(&["--only", "nope"]).is_err());
         assert!(p(&["--frobnicate"]).is_err());
         assert!(p(&["--rounds", "0"]).is_err());

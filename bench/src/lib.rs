@@ -21,8 +21,10 @@
 //! - [`shmem`]: the `unsafe` code (shared mapping and inherited descriptors), apart from one
 //!   block in `iox2` (sending a zero-copy loan of which only the sequence number was written);
 //! - [`report`]: percentiles, records, ratios, the table and the JSON output;
+//! - [`chart`]: the `--svg` chart of every cell's speed-up over the `unix` baseline;
 //! - [`rows`]: the list of rows; **add a backend there**.
 
+pub mod chart;
 pub mod cli;
 pub mod cross;
 pub mod eventfd;

@@ -537,6 +537,10 @@ pub fn run_parent(opts: &Options) -> BenchResult<()> {
             .map_err(|e| BenchError::new(format!("cannot write {}: {e}", path.display())))?;
         eprintln!("wrote {} records to {}", records.len(), path.display());
     }
+    if let Some(path) = &opts.svg {
+        crate::chart::write_svg(path, &note, &crate::chart::bars(&records))?;
+        eprintln!("drew the ratio chart into {}", path.display());
+    }
     if failed.is_empty() {
         Ok(())
     } else {
