@@ -225,6 +225,7 @@ impl HubHost {
                 &hello,
                 sh.config.spin,
                 sh.config.handshake_timeout,
+                ("hub", format!("{} region {region}", sh.path.display())),
             )
             .await;
             // The peer has its own descriptor (or the handshake failed): the host keeps only

@@ -52,7 +52,11 @@ pub(crate) fn refuse(sock: &OwnedFd, why: &Refusal) {
 }
 
 /// Creates the segment and doorbells, sends them over `sock` and waits for the peer's ready.
-pub(super) async fn serve_handshake(sock: OwnedFd, config: &ShmConfig) -> Result<ShmTransport> {
+pub(super) async fn serve_handshake(
+    sock: OwnedFd,
+    config: &ShmConfig,
+    local: String,
+) -> Result<ShmTransport> {
     let (memfd, seg) = Segment::create(config.geometry.clone())
         .map_err(|e| TransportError::Config(format!("shm segment: {e}")))?;
     serve_segment(
@@ -62,6 +66,7 @@ pub(super) async fn serve_handshake(sock: OwnedFd, config: &ShmConfig) -> Result
         HELLO,
         config.spin,
         config.handshake_timeout,
+        ("shm", local),
     )
     .await
 }
@@ -79,6 +84,7 @@ pub(crate) async fn serve_segment(
     hello: &[u8],
     spin: Duration,
     handshake_timeout: Duration,
+    (backend, local): (&'static str, String),
 ) -> Result<ShmTransport> {
     let bell_a = sys::eventfd().map_err(io)?;
     let bell_b = sys::eventfd().map_err(io)?;
@@ -128,6 +134,8 @@ pub(crate) async fn serve_segment(
         my_bell: bell_a,
         peer_bell: bell_b,
         spin,
+        backend,
+        local,
     })
 }
 
@@ -203,6 +211,10 @@ pub(super) async fn join_handshake(
         sys::check_eventfd(bell.as_fd())
             .map_err(|e| TransportError::corrupt(format!("the listener's doorbell: {e}")))?;
     }
+    let backend = match kind {
+        HelloKind::Region { .. } => "hub",
+        _ => "shm",
+    };
     let seg = match kind {
         HelloKind::Pair => Segment::attach(memfd.as_fd()),
         HelloKind::Region { offset, len } => Segment::attach_region(memfd.as_fd(), offset, len),
@@ -225,5 +237,7 @@ pub(super) async fn join_handshake(
         my_bell: bell_b,
         peer_bell: bell_a,
         spin,
+        backend,
+        local: listener.to_string(),
     })
 }

@@ -35,13 +35,15 @@ pub async fn spawn_peer(
     cmd.env_remove(INHERIT_ENV);
     let mut child = spawned?;
     drop(theirs);
-    let started = serve_handshake(ours, &config).await.and_then(|mut t| {
-        let pid = i32::try_from(child.id()).map_err(|_| {
-            TransportError::Config(format!("child pid {} out of range", child.id()))
-        })?;
-        t.watch_process(pid)?;
-        Ok(t)
-    });
+    let started = serve_handshake(ours, &config, "spawned child".to_string())
+        .await
+        .and_then(|mut t| {
+            let pid = i32::try_from(child.id()).map_err(|_| {
+                TransportError::Config(format!("child pid {} out of range", child.id()))
+            })?;
+            t.watch_process(pid)?;
+            Ok(t)
+        });
     match started {
         Ok(t) => Ok((child, t)),
         Err(e) => {

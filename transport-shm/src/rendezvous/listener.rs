@@ -93,7 +93,7 @@ impl ShmListener {
                     continue;
                 }
             }
-            match serve_handshake(fd, &self.config).await {
+            match serve_handshake(fd, &self.config, self.path.display().to_string()).await {
                 Ok(t) => {
                     tracing::info!(backend = "shm", path = %self.path.display(), "peer attached");
                     return Ok(t);
@@ -173,7 +173,7 @@ pub async fn pair(config: ShmConfig) -> Result<(ShmTransport, ShmTransport)> {
         None,
     )
     .map_err(io)?;
-    let serve = serve_handshake(a, &config);
+    let serve = serve_handshake(a, &config, "pair".to_string());
     let join = join_handshake(b, "pair", config.spin, config.handshake_timeout);
     let (x, y) = tokio::try_join!(serve, join)?;
     Ok((x, y))

@@ -40,6 +40,9 @@ pub(crate) struct Inner {
     pub(crate) max_payload: usize,
     /// Largest payload sent inline in the ring (see [`inline_max`]).
     pub(crate) inline_max: usize,
+    /// The session's tracing span: its events (start, close, peer death, corrupt input) are
+    /// recorded inside it.
+    pub(crate) span: tracing::Span,
 }
 
 /// Largest payload this end sends inline through a ring of `capacity` entries: a frame takes at
@@ -52,7 +55,7 @@ pub(crate) fn inline_max(capacity: u32) -> usize {
 impl Inner {
     /// Records that the peer broke the protocol (`detail`) and wakes every local waiter.
     pub(crate) fn fail(&self, detail: String) {
-        self.status.fail(detail);
+        self.span.in_scope(|| self.status.fail(detail));
         self.local.notify_waiters();
         self.tx.slot_freed.notify_waiters();
     }

@@ -93,7 +93,7 @@ impl Inner {
             );
         }
         if !graceful {
-            tracing::info!(backend = "shm", "peer died");
+            tracing::warn!(backend = "shm", "peer died");
         }
         self.status.set(PEER_GONE);
         self.local.notify_waiters();

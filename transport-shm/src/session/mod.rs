@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::Instrument;
 use transport_api::{
     Counters, Frame, Result, Stats, Transport, TransportError, TrySendError, TxBuf,
 };
@@ -55,6 +56,10 @@ pub(crate) struct SessionParts {
     pub(crate) my_bell: OwnedFd,
     pub(crate) peer_bell: OwnedFd,
     pub(crate) spin: Duration,
+    /// The backend this session belongs to (`shm` or `hub`), for its tracing span.
+    pub(crate) backend: &'static str,
+    /// This side's address (the socket path, `pair`, `inherited`), for its tracing span.
+    pub(crate) local: String,
 }
 
 impl ShmTransport {
@@ -82,6 +87,23 @@ impl ShmTransport {
             geometry,
         );
         p.seg.mark_attached(p.side, sys::current_pid());
+        // The peer's process, from the kernel (SO_PEERCRED); a socket pair names our own pid.
+        let peer_pid = rustix::net::sockopt::socket_peercred(&p.sock)
+            .ok()
+            .map(|c| c.pid.as_raw_nonzero().get());
+        let span = transport_api::trace::session_span(
+            p.backend,
+            format_args!(
+                "{} (side {:?}, pid {})",
+                p.local,
+                p.side,
+                sys::current_pid()
+            ),
+            match peer_pid {
+                Some(pid) => format!("pid {pid}"),
+                None => "unknown".to_string(),
+            },
+        );
         let ring_capacity = p.seg.layout().ring_capacity();
         let link = Arc::new(Link {
             seg: p.seg,
@@ -114,20 +136,21 @@ impl ShmTransport {
             spin: p.spin,
             max_payload,
             inline_max: inline_max(ring_capacity),
+            span,
         });
         let sock = p.sock;
         // The peer's process, from the kernel (SO_PEERCRED), is a second death signal: it also
         // fires when the peer dies while a process it forked keeps the socket open. A socket
         // pair reports our own pid (its creator); that one is skipped.
-        let pidfd = rustix::net::sockopt::socket_peercred(&sock)
-            .ok()
-            .map(|c| c.pid.as_raw_nonzero().get())
+        let pidfd = peer_pid
             .filter(|&pid| pid != sys::current_pid())
             .and_then(|pid| sys::pidfd_open(pid).ok())
             .and_then(|fd| sys::async_readable(fd).ok());
-        let watcher =
-            tokio::spawn(liveness::watch(sock, pidfd, Arc::downgrade(&inner))).abort_handle();
-        tracing::debug!(backend = "shm", side = ?p.side, "session started");
+        let watcher = tokio::spawn(
+            liveness::watch(sock, pidfd, Arc::downgrade(&inner)).instrument(inner.span.clone()),
+        )
+        .abort_handle();
+        inner.span.in_scope(|| tracing::info!("session started"));
         Ok(ShmTransport {
             inner,
             watchers: vec![watcher],
@@ -346,7 +369,7 @@ impl Transport for ShmTransport {
         }
         inner.local.notify_waiters();
         inner.tx.slot_freed.notify_waiters();
-        tracing::debug!(backend = "shm", side = ?inner.link.side, "session closed");
+        inner.span.in_scope(|| tracing::info!("session closed"));
     }
 
     fn max_payload(&self) -> usize {
