@@ -19,12 +19,10 @@ pub(crate) struct SlotView {
 
 impl SlotView {
     /// The view of `slot` of direction `d`; `None` when the layout has no such slot.
+    #[inline]
     pub(crate) fn of(seg: &Segment, d: Direction, slot: SlotRef) -> Option<SlotView> {
-        let b = seg.slot(d, slot).ok()?;
-        Some(SlotView {
-            ptr: b.as_ptr(),
-            size: b.len(),
-        })
+        let (ptr, size) = seg.slot_span(d, slot).ok()?;
+        Some(SlotView { ptr, size })
     }
 
     /// The slot's first byte.

@@ -167,6 +167,21 @@ impl Mapping {
         })
     }
 
+    /// The first byte and length of `len` payload bytes starting at byte `offset`, checked
+    /// like [`bytes`](Self::bytes) but without a reference to the mapping: for a caller that
+    /// keeps the mapping alive by other means (a slot lease holds its session).
+    pub fn span(&self, offset: usize, len: usize) -> Result<(NonNull<u8>, usize), MappingError> {
+        self.check(offset, len)?;
+        // `check` passed: the pointer lies inside the mapping, whose base is non-null; the
+        // error only keeps the conversion free of a panic.
+        let start = NonNull::new(self.at(offset)).ok_or(MappingError::OutOfBounds {
+            offset,
+            len,
+            mapping_len: self.len(),
+        })?;
+        Ok((start, len))
+    }
+
     /// `len` payload bytes starting at byte `offset`.
     pub fn bytes(self: &Arc<Self>, offset: usize, len: usize) -> Result<SharedBytes, MappingError> {
         self.check(offset, len)?;

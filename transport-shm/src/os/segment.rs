@@ -20,7 +20,7 @@ use crate::core::ring::{
     CompletionConsumer, CompletionProducer, DescConsumer, DescProducer, RingError,
 };
 use crate::core::sync::Ordering;
-use crate::os::mapping::{Mapping, MappingError, SharedBytes, SharedWords};
+use crate::os::mapping::{Mapping, MappingError, SharedWords};
 use crate::os::sys::{self, OsError};
 
 /// Why a segment could not be created, attached or viewed.
@@ -195,8 +195,34 @@ impl Segment {
     }
 
     /// The payload bytes of slot `(class, index)` of direction `d` (range-checked against the
-    /// local geometry; the generation is not looked at).
-    pub(crate) fn slot(&self, d: Direction, slot: SlotRef) -> Result<SharedBytes, SegmentError> {
+    /// local geometry; the generation is not looked at). For tests and diagnostics: the
+    /// send and receive paths use [`Segment::slot_span`].
+    #[cfg(test)]
+    pub(crate) fn slot(
+        &self,
+        d: Direction,
+        slot: SlotRef,
+    ) -> Result<crate::os::mapping::SharedBytes, SegmentError> {
+        let (offset, size) = self.slot_range(d, slot)?;
+        Ok(self.map.bytes(offset, size)?)
+    }
+
+    /// The first byte and size of `slot` of direction `d`, checked like [`Segment::slot`]
+    /// without taking a reference to the mapping (the hot path's lease and receive hold the
+    /// session, which holds the mapping).
+    #[inline]
+    pub(crate) fn slot_span(
+        &self,
+        d: Direction,
+        slot: SlotRef,
+    ) -> Result<(std::ptr::NonNull<u8>, usize), SegmentError> {
+        let (offset, size) = self.slot_range(d, slot)?;
+        Ok(self.map.span(offset, size)?)
+    }
+
+    /// Byte offset and size of `slot` of direction `d` in the layout.
+    #[inline]
+    fn slot_range(&self, d: Direction, slot: SlotRef) -> Result<(usize, usize), SegmentError> {
         let c = self
             .layout
             .dir(d)
@@ -208,7 +234,7 @@ impl Segment {
                 index: slot.index,
             })?;
         let offset = c.offset + slot.index as usize * c.slot_size as usize;
-        Ok(self.map.bytes(offset, c.slot_size as usize)?)
+        Ok((offset, c.slot_size as usize))
     }
 
     /// Announces that `side` attached, with its pid.

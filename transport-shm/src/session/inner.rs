@@ -247,9 +247,8 @@ impl Inner {
         match body {
             Body::Inline(p) => self.try_publish_inline(&header, p),
             Body::Slot { buf, zero_copy } => {
-                if let Some(e) = self.status.send_blocker() {
-                    return Err(e);
-                }
+                // The send blocker is checked under the lock, in `push_unit`; on an error the
+                // lease stays in `buf` and is freed with it.
                 let Some(b) = buf else {
                     return Err(TransportError::Closed);
                 };
@@ -257,7 +256,7 @@ impl Inner {
                 let first = Descriptor::slot(header, slot, b.len() as u32).encode();
                 let len = b.len();
                 let zero_copy = *zero_copy;
-                self.push_unit(1, |_, i| first[i], len, zero_copy, |st| {
+                self.push_unit::<true>(1, |_, i| first[i], len, zero_copy, |st| {
                     if let Some(b) = buf.take() {
                         let _ = b.take_lease(&self.owner);
                     }
@@ -288,22 +287,33 @@ impl Inner {
     /// Tries to publish `bytes` (at most `INLINE_MAX`) inline in the ring, straight from the
     /// caller's memory: each ring word is computed from a padded copy sized for the unit
     /// ([`InlineUnit`]) and stored in place.
+    /// The send blocker (closed, failed, peer gone) is checked under the transmit lock, in
+    /// [`Inner::push_unit`].
     pub(crate) fn try_publish_inline(&self, header: &FrameHeader, bytes: &[u8]) -> Result<bool> {
-        if let Some(e) = self.status.send_blocker() {
-            return Err(e);
-        }
         let len = bytes.len();
         // The padded copy is made before taking the lock.
         if len <= INLINE_HEAD {
             if let Some(u) = InlineUnit::<INLINE_HEAD>::new(header, bytes) {
-                return self.push_unit(u.entries(), |e, i| u.word(e, i), len, false, |_| {});
+                return self.push_unit::<false>(
+                    u.entries(),
+                    |e, i| u.word(e, i),
+                    len,
+                    false,
+                    |_| {},
+                );
             }
         } else if len <= INLINE_HEAD + CONT_BYTES {
             if let Some(u) = InlineUnit::<{ INLINE_HEAD + CONT_BYTES }>::new(header, bytes) {
-                return self.push_unit(u.entries(), |e, i| u.word(e, i), len, false, |_| {});
+                return self.push_unit::<false>(
+                    u.entries(),
+                    |e, i| u.word(e, i),
+                    len,
+                    false,
+                    |_| {},
+                );
             }
         } else if let Some(u) = InlineUnit::<INLINE_MAX>::new(header, bytes) {
-            return self.push_unit(u.entries(), |e, i| u.word(e, i), len, false, |_| {});
+            return self.push_unit::<false>(u.entries(), |e, i| u.word(e, i), len, false, |_| {});
         }
         Err(TransportError::PayloadTooLarge {
             len,
@@ -314,7 +324,7 @@ impl Inner {
     /// Publishes a unit through the endpoint ([`TxState::push_unit`]) if the ring has room now
     /// (`Ok(false)` if not), then rings the receiver's doorbell after unlocking if it sleeps.
     #[inline(always)]
-    fn push_unit(
+    fn push_unit<const SLOT: bool>(
         &self,
         entries: usize,
         word: impl Fn(usize, usize) -> u64,
@@ -323,7 +333,12 @@ impl Inner {
         published: impl FnOnce(&mut TxState<SharedWords>),
     ) -> Result<bool> {
         let mut st = self.tx.lock();
-        self.check_not_reclaimed(&st)?;
+        // Only a slot must not be published after a reclaim (it would stay in flight forever);
+        // an inline unit holds nothing of the pool, and one published to a receiver that is
+        // gone needs no delivery.
+        if SLOT {
+            self.check_not_reclaimed(&st)?;
+        }
         // `close` sets CLOSED under this lock: a unit is published either before the close
         // (and the peer drains it before it sees the close) or not at all.
         if let Some(e) = self.status.send_blocker() {
