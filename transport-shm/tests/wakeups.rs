@@ -409,13 +409,13 @@ async fn alloc_waiter_is_woken_when_another_task_drains_its_completion() {
     );
 }
 
-/// A receiver woken by the doorbell takes its frame without reading the eventfd first; the
-/// read is left to its next park. Over many park/wake cycles no wake-up may be lost, and the
-/// stale count left by the last one must not keep the next park from sleeping: on one thread,
+/// A receiver woken by the doorbell takes its frame without reading the eventfd (its count is
+/// never read). Over many park/wake cycles no wake-up may be lost, and the count left by the
+/// earlier ones must not keep the next park from sleeping: on one thread,
 /// a receiver that spun instead would never let the sender run (the test then fails after 60 s
 /// instead of hanging). Every receive parked exactly once.
 #[test]
-fn every_parked_receive_is_woken_although_the_doorbell_is_read_late() {
+fn every_parked_receive_is_woken_although_the_doorbell_is_never_read() {
     const ROUNDS: u64 = 200;
     let stats = on_one_thread("a parked receiver spun, or was never woken", || async {
         let (a, b) = pair(small_no_spin()).await.unwrap();

@@ -18,7 +18,7 @@ use crate::os::mapping::SharedWords;
 use bytes::Bytes;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
@@ -30,8 +30,6 @@ pub(crate) struct Inner {
     pub(crate) rx: Arc<RxShared>,
     pub(crate) owner: Arc<dyn LeaseOwner>,
     pub(crate) bell: AsyncFd<OwnedFd>,
-    /// The doorbell rang and its count was not read yet (see [`Inner::park`]).
-    pub(crate) bell_unread: AtomicBool,
     /// Wakes local waiters on status changes and after a doorbell drain.
     pub(crate) local: Notify,
     pub(crate) waiters: AtomicUsize,

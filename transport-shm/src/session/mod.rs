@@ -32,7 +32,7 @@ use link::Link;
 use rx::RxShared;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -129,7 +129,6 @@ impl ShmTransport {
             tx,
             rx,
             bell: sys::async_readable(p.my_bell)?,
-            bell_unread: AtomicBool::new(false),
             local: Notify::new(),
             waiters: AtomicUsize::new(0),
             status: Status::default(),

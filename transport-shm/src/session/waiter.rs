@@ -10,8 +10,6 @@
 
 use super::inner::{Body, Inner};
 use crate::core::ring::RingError;
-use crate::os::sys;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use transport_api::{Frame, FrameHeader, Result, TxBuf};
@@ -101,33 +99,24 @@ impl Inner {
     /// Sleeps until the doorbell rings or a local event happens. The caller holds a
     /// [`Inner::waiting`] guard and re-checks its condition after every return. Cancel-safe.
     ///
-    /// A ring of the doorbell is answered at once, without reading the eventfd: the caller goes
-    /// straight to the frame, and the read (a system call) is left for the next `park`, which
-    /// then only reads the count and returns for one more re-check. A wake-up is thus never
-    /// consumed without a re-check after it, and while it stays unread the readiness stays set,
-    /// so other waiters of this endpoint return and re-check too.
+    /// A ring of the doorbell is answered without reading the eventfd: every write raises a new
+    /// readiness edge whatever its count holds, so clearing tokio's readiness is all a wake-up
+    /// needs (tokio keeps an edge that arrived after the readiness was observed), and the read
+    /// system call per wake-up is saved. The count only grows by one per wake-up; it cannot
+    /// reach the eventfd's limit (2^64 - 2) in the life of a process.
+    ///
+    /// The doorbell is shared by every waiter of this endpoint: when others wait, they are told
+    /// to re-check too, since this one consumed the readiness they were waiting on.
     pub(crate) async fn park(
         &self,
         notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
     ) {
-        let unread = self.bell_unread.swap(false, Ordering::AcqRel);
         tokio::select! {
             _ = notified => {}
             r = self.bell.readable() => {
                 if let Ok(mut g) = r {
-                    if !unread {
-                        self.bell_unread.store(true, Ordering::Release);
-                        return;
-                    }
-                    // Reading an eventfd takes its whole count, so after a successful read the
-                    // readiness can be cleared at once (a later write raises a new edge); this
-                    // saves the extra read that would only return EAGAIN.
-                    if let Ok(Ok(_)) = g.try_io(|fd| sys::eventfd_drain(fd.get_ref().as_fd()).map_err(std::io::Error::from)) {
-                        g.clear_ready();
-                        // The doorbell is shared by every waiter of this endpoint and we just
-                        // consumed its wake-up: let the others re-check their own condition.
-                        // (Only here: notifying on every wake-up would make two idle waiters
-                        // wake each other forever.)
+                    g.clear_ready();
+                    if self.waiters.load(Ordering::SeqCst) > 1 {
                         self.local.notify_waiters();
                     }
                 }
