@@ -23,10 +23,28 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A current-thread tokio runtime with I/O and timers.
 pub fn runtime() -> BenchResult<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| BenchError::new(format!("cannot build a tokio runtime: {e}")))
+    runtime_of(Flavor::CurrentThread)
+}
+
+/// The tokio runtime a row's two sides run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// `new_current_thread`: the task and the I/O driver share one thread.
+    CurrentThread,
+    /// `new_multi_thread` with its default worker count, as `#[tokio::main]` builds it: a
+    /// wake-up may pass from the I/O driver's thread to a worker.
+    MultiThread,
+}
+
+/// A runtime of `flavor` with I/O and timers.
+pub fn runtime_of(flavor: Flavor) -> BenchResult<tokio::runtime::Runtime> {
+    match flavor {
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .map_err(|e| BenchError::new(format!("cannot build a tokio runtime: {e}")))
 }
 
 /// Where the peer of a [`TransportSession`] runs.
@@ -124,7 +142,23 @@ where
     F: FnOnce(PathBuf) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let rt = runtime()?;
+    parent_on(place, name, Flavor::CurrentThread, accept)
+}
+
+/// [`parent`] on a runtime of `flavor`.
+pub fn parent_on<T, E, F, Fut>(
+    place: &PlaceCtx,
+    name: &str,
+    flavor: Flavor,
+    accept: F,
+) -> BenchResult<TransportSession<T>>
+where
+    T: Transport,
+    E: Display,
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let rt = runtime_of(flavor)?;
     let dir = RendezvousDir::new(name)?;
     let path = dir.join("rendezvous");
     let child = ChildProc::spawn(place, name, &[], Some(&path))?;
@@ -141,7 +175,18 @@ where
 
 /// Child side of a cross-process `Transport` row: connects with `connect(PATH)` (retried until
 /// [`CONNECT_TIMEOUT`]) and serves the parent ([`generic::serve`]) until it says quit.
-pub fn child<T, E, F, Fut>(args: &ChildArgs, mut connect: F) -> BenchResult<()>
+pub fn child<T, E, F, Fut>(args: &ChildArgs, connect: F) -> BenchResult<()>
+where
+    T: Transport,
+    E: Display,
+    F: FnMut(PathBuf) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    child_on(args, Flavor::CurrentThread, connect)
+}
+
+/// [`child`] on a runtime of `flavor`.
+pub fn child_on<T, E, F, Fut>(args: &ChildArgs, flavor: Flavor, mut connect: F) -> BenchResult<()>
 where
     T: Transport,
     E: Display,
@@ -152,7 +197,7 @@ where
         .rendezvous
         .clone()
         .ok_or_else(|| BenchError::new("missing --rendezvous"))?;
-    let rt = runtime()?;
+    let rt = runtime_of(flavor)?;
     rt.block_on(async {
         let t = retry(CONNECT_TIMEOUT, || connect(path.clone())).await?;
         generic::serve(&t).await

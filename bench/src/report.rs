@@ -450,15 +450,16 @@ enum Measure {
     Rate,
 }
 
-/// A performance target: the `num` row's measure divided by the `den` row's, both in `mode` at
-/// `size` and from the same round, against a bound (at most `bound` for latencies, at least
-/// `bound` for rates).
+/// A performance target: the `num` row's measure in `mode` divided by the `den` row's in
+/// `den_mode` (usually the same mode), both at `size` and from the same round, against a bound
+/// (at most `bound` for latencies, at least `bound` for rates).
 struct Target {
     label: &'static str,
     measure: Measure,
     num: &'static str,
     den: &'static str,
     mode: Mode,
+    den_mode: Mode,
     size: u64,
     bound: f64,
 }
@@ -480,7 +481,28 @@ const fn target(
         num,
         den,
         mode,
+        den_mode: mode,
         size,
+        bound,
+    }
+}
+
+/// A latency target whose denominator is measured in another mode (an idle-gap round trip
+/// against a back-to-back one).
+const fn target_across(
+    label: &'static str,
+    (num, mode): (&'static str, Mode),
+    (den, den_mode): (&'static str, Mode),
+    bound: f64,
+) -> Target {
+    Target {
+        label,
+        measure: Measure::P50,
+        num,
+        den,
+        mode,
+        den_mode,
+        size: 8,
         bound,
     }
 }
@@ -543,6 +565,68 @@ const TARGETS: &[Target] = &[
         1 << 20,
         1.0,
     ),
+    // The parked path: both sides parked on every frame, on each runtime flavour.
+    target(
+        "rtt 8 B, always parked: shm-park / eventfd",
+        ("shm-park", "eventfd"),
+        Mode::Rtt,
+        8,
+        1.1,
+    ),
+    target(
+        "rtt 8 B, always parked: shm-park / unix",
+        ("shm-park", "unix"),
+        Mode::Rtt,
+        8,
+        1.0,
+    ),
+    target(
+        "rtt 8 B, always parked, mt: shm-park-mt / unix-mt",
+        ("shm-park-mt", "unix-mt"),
+        Mode::Rtt,
+        8,
+        1.0,
+    ),
+    target(
+        "rtt 8 B, always parked: shm-park-mt / shm-park",
+        ("shm-park-mt", "shm-park"),
+        Mode::Rtt,
+        8,
+        1.2,
+    ),
+    target(
+        "rtt 8 B, default spin: shm-mt / shm",
+        ("shm-mt", "shm"),
+        Mode::Rtt,
+        8,
+        1.2,
+    ),
+    target_across(
+        "gap 1 ms, default spin: shm / eventfd back-to-back",
+        ("shm", Mode::RttGap1ms),
+        ("eventfd", Mode::Rtt),
+        0.6,
+    ),
+    target_across(
+        "gap 1 ms, mt: shm-mt / eventfd back-to-back",
+        ("shm-mt", Mode::RttGap1ms),
+        ("eventfd", Mode::Rtt),
+        0.6,
+    ),
+    target(
+        "gap 1 ms: hub-any / shm",
+        ("hub-any", "shm"),
+        Mode::RttGap1ms,
+        8,
+        1.1,
+    ),
+    target(
+        "rtt 8 B, both busy: shm / spin (parked-path issue)",
+        ("shm", "spin"),
+        Mode::Rtt,
+        8,
+        2.0,
+    ),
 ];
 
 /// The target check: for each target whose two cells were measured, the ratio in every round
@@ -559,7 +643,7 @@ pub fn target_check(rounds: &[Vec<Record>]) -> String {
             .iter()
             .filter_map(|round| {
                 let n = find(round, t.num, t.mode, t.size)?;
-                let d = find(round, t.den, t.mode, t.size)?;
+                let d = find(round, t.den, t.den_mode, t.size)?;
                 ratio(value(n, t.measure), value(d, t.measure))
             })
             .collect();
@@ -795,5 +879,13 @@ mod tests {
         // A missed target.
         let slow = vec![vec![rtt("shm", 8, 900), rtt("iox2-poll", 8, 1000)]];
         assert!(target_check(&slow).contains("missed"));
+        // A target across modes divides an idle-gap cell by a back-to-back one.
+        let gap = rtt("shm", 8, 30_000).with_mode(Mode::RttGap1ms);
+        let t = target_check(&[vec![gap, rtt("eventfd", 8, 40_000)]]);
+        assert!(
+            t.contains("gap 1 ms, default spin: shm / eventfd") && t.contains("median  0.75"),
+            "{t}"
+        );
+        assert!(t.contains("missed"), "{t}");
     }
 }

@@ -22,6 +22,7 @@
 //! (`iox2-*`, feature `peers`) come from the `iox2` module.
 
 use super::cli::{ChildArgs, Options, Placement};
+use super::cross::Flavor;
 use super::generic::StreamOutcome;
 #[cfg(feature = "peers")]
 use super::iox2;
@@ -120,6 +121,17 @@ pub const ROWS: &[Row] = &[
         costs: &[],
     },
     Row {
+        name: "unix-mt",
+        about: "tokio UnixStream as `unix`, both sides on multi-thread runtimes",
+        rtt_sizes: &[8],
+        stream_sizes: &[],
+        gaps: true,
+        peer: None,
+        start: |p| Ok(Box::new(unix::UnixSession::start_on(p, "unix-mt", MT)?)),
+        child: Some(|a| unix::child_on(a, MT)),
+        costs: &[],
+    },
+    Row {
         name: "unix-t",
         about: "the Transport trait over a Unix socket (bench-only adapter), two processes",
         rtt_sizes: &SIZES,
@@ -163,6 +175,39 @@ pub const ROWS: &[Row] = &[
             })?))
         },
         child: Some(shm_child),
+        costs: &[],
+    },
+    Row {
+        name: "shm-park",
+        about: "transport-shm with no spin on either side (always parked), current-thread runtimes",
+        rtt_sizes: &[8],
+        stream_sizes: &[],
+        gaps: true,
+        peer: None,
+        start: |p| shm_start(p, "shm-park", Duration::ZERO, CT),
+        child: Some(|a| shm_child_on(a, Duration::ZERO, CT)),
+        costs: &[],
+    },
+    Row {
+        name: "shm-mt",
+        about: "transport-shm with the default spin, multi-thread runtimes",
+        rtt_sizes: &[8],
+        stream_sizes: &[],
+        gaps: true,
+        peer: None,
+        start: |p| shm_start(p, "shm-mt", DEFAULT_SPIN, MT),
+        child: Some(|a| shm_child_on(a, DEFAULT_SPIN, MT)),
+        costs: &[],
+    },
+    Row {
+        name: "shm-park-mt",
+        about: "transport-shm with no spin on either side (always parked), multi-thread runtimes",
+        rtt_sizes: &[8],
+        stream_sizes: &[],
+        gaps: true,
+        peer: None,
+        start: |p| shm_start(p, "shm-park-mt", Duration::ZERO, MT),
+        child: Some(|a| shm_child_on(a, Duration::ZERO, MT)),
         costs: &[],
     },
     Row {
@@ -291,6 +336,41 @@ pub const ROWS: &[Row] = &[
 
 /// Payload sizes of the hub fan-in rows.
 const FANIN_SIZES: [usize; 2] = [64, 64 * 1024];
+
+const CT: Flavor = Flavor::CurrentThread;
+const MT: Flavor = Flavor::MultiThread;
+
+/// The spin of `ShmConfig::default()`, for the rows that name their spin.
+const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+
+/// Parent side of the `shm-*` rows with a chosen spin and runtime flavour.
+fn shm_start(
+    p: &PlaceCtx,
+    name: &str,
+    spin: Duration,
+    flavor: Flavor,
+) -> BenchResult<Box<dyn Session>> {
+    let config = transport_shm::ShmConfig {
+        spin,
+        ..transport_shm::ShmConfig::default()
+    };
+    Ok(Box::new(cross::parent_on(
+        p,
+        name,
+        flavor,
+        |path| async move {
+            let listener = transport_shm::ShmListener::bind(&path, config)?;
+            listener.accept().await
+        },
+    )?))
+}
+
+/// Peer side of the `shm-*` rows with a chosen spin and runtime flavour.
+fn shm_child_on(a: &ChildArgs, spin: Duration, flavor: Flavor) -> BenchResult<()> {
+    cross::child_on(a, flavor, |path| async move {
+        transport_shm::connect_with(&path, spin).await
+    })
+}
 
 /// Peer side of the `shm` and `shm-zc` rows.
 fn shm_child(a: &ChildArgs) -> BenchResult<()> {

@@ -5,7 +5,7 @@
 //! Wire format: `len: u32 LE`, `flags: u32 LE`, `msg_id: u64 LE`, then `len` payload bytes.
 
 use super::cli::ChildArgs;
-use super::cross::{CONNECT_TIMEOUT, runtime};
+use super::cross::{CONNECT_TIMEOUT, Flavor, runtime_of};
 use super::generic::StreamOutcome;
 use super::procs::{ChildProc, PlaceCtx, RendezvousDir, retry};
 use super::proto::{
@@ -69,14 +69,19 @@ pub struct UnixSession {
 impl UnixSession {
     /// Binds a listener in a private directory, starts the peer process and accepts it.
     pub fn start(place: &PlaceCtx) -> BenchResult<UnixSession> {
-        let rt = runtime()?;
-        let dir = RendezvousDir::new("unix")?;
+        Self::start_on(place, "unix", Flavor::CurrentThread)
+    }
+
+    /// [`UnixSession::start`] for the row `name`, both sides on runtimes of `flavor`.
+    pub fn start_on(place: &PlaceCtx, name: &str, flavor: Flavor) -> BenchResult<UnixSession> {
+        let rt = runtime_of(flavor)?;
+        let dir = RendezvousDir::new(name)?;
         let path = dir.join("unix.sock");
         let listener = {
             let _g = rt.enter();
             UnixListener::bind(&path)?
         };
-        let child = ChildProc::spawn(place, "unix", &[], Some(&path))?;
+        let child = ChildProc::spawn(place, name, &[], Some(&path))?;
         let (s, _) = rt
             .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, listener.accept()).await })
             .map_err(|_| BenchError::new("the unix peer did not connect in time"))??;
@@ -184,11 +189,16 @@ impl Session for UnixSession {
 
 /// Peer side of the `unix` row: connects to the rendezvous path and obeys the parent.
 pub fn child(args: &ChildArgs) -> BenchResult<()> {
+    child_on(args, Flavor::CurrentThread)
+}
+
+/// [`child`] on a runtime of `flavor`.
+pub fn child_on(args: &ChildArgs, flavor: Flavor) -> BenchResult<()> {
     let path = args
         .rendezvous
         .clone()
         .ok_or_else(|| BenchError::new("missing --rendezvous"))?;
-    runtime()?.block_on(async {
+    runtime_of(flavor)?.block_on(async {
         let s = retry(CONNECT_TIMEOUT, || UnixStream::connect(&path)).await?;
         let mut s = BufReader::with_capacity(BUF_CAP, s);
         let mut buf = Vec::new();
