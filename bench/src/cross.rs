@@ -10,7 +10,7 @@ use super::cli::ChildArgs;
 use super::generic::{self, StreamOutcome};
 use super::procs::{ChildProc, PlaceCtx, RendezvousDir, retry};
 use super::proto::{Budget, MAX_SIZE, Pattern};
-use super::rows::Session;
+use super::session::Session;
 use super::{BenchError, BenchResult};
 use std::fmt::Display;
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use super::cli::ChildArgs;
 use super::generic::StreamOutcome;
 use super::procs::{ChildProc, PlaceCtx};
 use super::proto::Budget;
-use super::rows::Session;
+use super::session::Session;
 use super::shmem::take_inherited_fd;
 use super::{BenchError, BenchResult};
 use rustix::event::{EventfdFlags, eventfd};

@@ -25,7 +25,7 @@ use super::proto::{
     nanos, read_seq,
 };
 use super::report::Mode;
-use super::rows::Session;
+use super::session::Session;
 use super::{BenchError, BenchResult};
 use bytes::Bytes;
 use std::collections::HashMap;

@@ -27,7 +27,7 @@ use super::cli::ChildArgs;
 use super::generic::StreamOutcome;
 use super::procs::{ChildProc, PlaceCtx};
 use super::proto::{Budget, Deadline, MAX_SIZE, Pattern, Tally, check, read_seq, stamp};
-use super::rows::Session;
+use super::session::Session;
 use super::shmem::take_inherited_fd;
 use super::spin::Spinner;
 use super::{BenchError, BenchResult};

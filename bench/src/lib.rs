@@ -22,6 +22,7 @@
 //!   block in `iox2` (sending a zero-copy loan of which only the sequence number was written);
 //! - [`report`]: percentiles, records, ratios, the table and the JSON output;
 //! - [`chart`]: the `--svg` chart of every cell's speed-up over the `unix` baseline;
+//! - [`session`]: what a row's parent side does ([`session::Session`]);
 //! - [`rows`]: the list of rows; **add a backend there**.
 
 pub mod chart;
@@ -37,6 +38,7 @@ pub mod procs;
 pub mod proto;
 pub mod report;
 pub mod rows;
+pub mod session;
 pub mod shmem;
 pub mod spin;
 pub mod unix;
@@ -92,7 +94,7 @@ pub type BenchResult<T> = Result<T, BenchError>;
 /// Entry point of the binary: parses `args` (without the program name), runs the benchmark or
 /// the child role, and returns the process exit code (0 success, 1 failure, 2 bad usage).
 pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
-    match cli::parse(args) {
+    match cli::parse(args, &rows::known_names()) {
         Ok(cli::Command::Help) => {
             println!("{}", cli::USAGE);
             0

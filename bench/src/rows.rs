@@ -23,40 +23,16 @@
 
 use super::cli::{ChildArgs, Options, Placement};
 use super::cross::Flavor;
-use super::generic::StreamOutcome;
 #[cfg(feature = "peers")]
 use super::iox2;
 use super::procs::{self, PlaceCtx};
 use super::proto::{Budget, GAP_SIZE, GAPS, SIZES, size_label};
 use super::report::{self, Mode, Record};
+pub use super::session::Session;
 use super::unix_transport::UnixFramed;
 use super::{BenchError, BenchResult, cross, eventfd, hub, inproc, spin, unix};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
-
-/// The parent side of a row, started by [`Row::start`]: measures one cell at a time.
-pub trait Session {
-    /// Round-trip times (ns) of `size`-byte payloads, warm-up excluded.
-    fn rtt(&mut self, size: usize, budget: &Budget) -> BenchResult<Vec<u64>>;
-    /// One-way throughput of `size`-byte payloads, every byte read and checked by the peer.
-    fn stream(&mut self, size: usize, budget: &Budget) -> BenchResult<StreamOutcome>;
-    /// Tells the peer to stop and waits for it (with a timeout).
-    fn finish(&mut self) -> BenchResult<()>;
-    /// Samples (ns) of a one-off cost ([`Mode::is_cost`]), for rows that list it in
-    /// [`Row::costs`]; `quick` asks for fewer samples.
-    fn cost(&mut self, mode: Mode, quick: bool) -> BenchResult<Vec<u64>> {
-        let _ = quick;
-        Err(BenchError::new(format!(
-            "this row does not measure {}",
-            mode.name()
-        )))
-    }
-    /// For `Transport` rows: wake system calls per frame sent by the parent side during the
-    /// last measurement ([`Stats::wake_syscalls`](transport_api::Stats::wake_syscalls)).
-    fn wakes_per_frame(&self) -> Option<f64> {
-        None
-    }
-}
 
 /// Starts the parent side of a row (and its peer).
 pub type StartFn = fn(&PlaceCtx) -> BenchResult<Box<dyn Session>>;
@@ -377,11 +353,6 @@ fn shm_child(a: &ChildArgs) -> BenchResult<()> {
     // The backend's defaults serve both placements: its spin yields the CPU every few dozen
     // tries, so a peer sharing the CPU is not delayed.
     cross::child(a, |path| async move { transport_shm::connect(&path).await })
-}
-
-/// True when `name` is a row.
-pub fn is_known(name: &str) -> bool {
-    ROWS.iter().any(|r| r.name == name)
 }
 
 /// Names of all rows.

@@ -15,7 +15,7 @@ use super::cli::ChildArgs;
 use super::generic::StreamOutcome;
 use super::procs::{ChildProc, PlaceCtx};
 use super::proto::{Budget, Deadline, MAX_SIZE, Pattern, Tally, check, tail_byte};
-use super::rows::Session;
+use super::session::Session;
 use super::shmem::SharedRegion;
 use super::{BenchError, BenchResult};
 use rustix::fd::{AsRawFd, OwnedFd};

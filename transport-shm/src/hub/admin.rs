@@ -8,7 +8,8 @@
 //! [`AdminAnswer::Refused`] and nothing else. The socket carries no descriptors, maps nothing
 //! and changes nothing in the hub.
 
-use crate::{PeerCredentials, PeerState};
+use super::peer::PeerState;
+use crate::rendezvous::PeerCredentials;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -211,7 +212,7 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::AccessPolicy;
+    use crate::rendezvous::AccessPolicy;
 
     fn sample(path: &Path) -> HubReport {
         HubReport {

@@ -1,0 +1,237 @@
+//! The target check: ratios between two rows' cells of the same round, judged on their median
+//! against the bounds of the performance issues.
+
+use super::{Mode, Record, find, median, ratio};
+use std::fmt::Write as _;
+
+/// Which measure a target compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    /// Round-trip p50: lower is better.
+    P50,
+    /// Stream messages per second: higher is better.
+    Rate,
+}
+
+/// A performance target: the `num` row's measure in `mode` divided by the `den` row's in
+/// `den_mode` (usually the same mode), both at `size` and from the same round, against a bound
+/// (at most `bound` for latencies, at least `bound` for rates).
+struct Target {
+    label: &'static str,
+    measure: Measure,
+    num: &'static str,
+    den: &'static str,
+    mode: Mode,
+    den_mode: Mode,
+    size: u64,
+    bound: f64,
+}
+
+const fn target(
+    label: &'static str,
+    (num, den): (&'static str, &'static str),
+    mode: Mode,
+    size: u64,
+    bound: f64,
+) -> Target {
+    let measure = match mode {
+        Mode::Stream => Measure::Rate,
+        _ => Measure::P50,
+    };
+    Target {
+        label,
+        measure,
+        num,
+        den,
+        mode,
+        den_mode: mode,
+        size,
+        bound,
+    }
+}
+
+/// A latency target whose denominator is measured in another mode (an idle-gap round trip
+/// against a back-to-back one).
+const fn target_across(
+    label: &'static str,
+    (num, mode): (&'static str, Mode),
+    (den, den_mode): (&'static str, Mode),
+    bound: f64,
+) -> Target {
+    Target {
+        label,
+        measure: Measure::P50,
+        num,
+        den,
+        mode,
+        den_mode,
+        size: 8,
+        bound,
+    }
+}
+
+/// The targets of the performance issue that the rows of a run can check.
+const TARGETS: &[Target] = &[
+    target(
+        "rtt 8 B, both busy: shm / iox2-poll",
+        ("shm", "iox2-poll"),
+        Mode::Rtt,
+        8,
+        0.5,
+    ),
+    target(
+        "rtt 64 B, both busy: shm / iox2-poll",
+        ("shm", "iox2-poll"),
+        Mode::Rtt,
+        64,
+        0.5,
+    ),
+    target(
+        "rtt 8 B, both busy: shm / spin",
+        ("shm", "spin"),
+        Mode::Rtt,
+        8,
+        2.5,
+    ),
+    target(
+        "parked receiver, gap 10 µs: shm / iox2-event",
+        ("shm", "iox2-event"),
+        Mode::RttGap10us,
+        8,
+        0.5,
+    ),
+    target(
+        "parked receiver, gap 100 µs: shm / iox2-event",
+        ("shm", "iox2-event"),
+        Mode::RttGap100us,
+        8,
+        0.5,
+    ),
+    target(
+        "parked receiver, gap 1 ms: shm / iox2-event",
+        ("shm", "iox2-event"),
+        Mode::RttGap1ms,
+        8,
+        0.5,
+    ),
+    target(
+        "stream 64 B: shm / iox2-poll",
+        ("shm", "iox2-poll"),
+        Mode::Stream,
+        64,
+        3.0,
+    ),
+    target(
+        "stream 1 MiB with copy: shm / iox2-poll",
+        ("shm", "iox2-poll"),
+        Mode::Stream,
+        1 << 20,
+        1.0,
+    ),
+    // The parked path: both sides parked on every frame, on each runtime flavour.
+    target(
+        "rtt 8 B, always parked: shm-park / eventfd",
+        ("shm-park", "eventfd"),
+        Mode::Rtt,
+        8,
+        1.1,
+    ),
+    target(
+        "rtt 8 B, always parked: shm-park / unix",
+        ("shm-park", "unix"),
+        Mode::Rtt,
+        8,
+        1.0,
+    ),
+    target(
+        "rtt 8 B, always parked, mt: shm-park-mt / unix-mt",
+        ("shm-park-mt", "unix-mt"),
+        Mode::Rtt,
+        8,
+        1.0,
+    ),
+    target(
+        "rtt 8 B, always parked: shm-park-mt / shm-park",
+        ("shm-park-mt", "shm-park"),
+        Mode::Rtt,
+        8,
+        1.2,
+    ),
+    target(
+        "rtt 8 B, default spin: shm-mt / shm",
+        ("shm-mt", "shm"),
+        Mode::Rtt,
+        8,
+        1.2,
+    ),
+    target_across(
+        "gap 1 ms, default spin: shm / eventfd back-to-back",
+        ("shm", Mode::RttGap1ms),
+        ("eventfd", Mode::Rtt),
+        0.6,
+    ),
+    target_across(
+        "gap 1 ms, mt: shm-mt / eventfd back-to-back",
+        ("shm-mt", Mode::RttGap1ms),
+        ("eventfd", Mode::Rtt),
+        0.6,
+    ),
+    target(
+        "gap 1 ms: hub-any / shm",
+        ("hub-any", "shm"),
+        Mode::RttGap1ms,
+        8,
+        1.1,
+    ),
+    target(
+        "rtt 8 B, both busy: shm / spin (parked-path issue)",
+        ("shm", "spin"),
+        Mode::Rtt,
+        8,
+        2.0,
+    ),
+];
+
+/// The target check: for each target whose two cells were measured, the ratio in every round
+/// (both cells from the same round), their median, and whether the median meets the bound.
+/// Empty when no target applies to the rows that ran.
+pub fn target_check(rounds: &[Vec<Record>]) -> String {
+    let value = |r: &Record, m: Measure| match m {
+        Measure::P50 => r.p50_ns.map(|v| v as f64),
+        Measure::Rate => r.msgs_per_s,
+    };
+    let mut out = String::new();
+    for t in TARGETS {
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .filter_map(|round| {
+                let n = find(round, t.num, t.mode, t.size)?;
+                let d = find(round, t.den, t.den_mode, t.size)?;
+                ratio(value(n, t.measure), value(d, t.measure))
+            })
+            .collect();
+        let Some(mid) = median(ratios.clone()) else {
+            continue;
+        };
+        let (op, met) = match t.measure {
+            Measure::P50 => ("<=", mid <= t.bound),
+            Measure::Rate => (">=", mid >= t.bound),
+        };
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let _ = writeln!(
+            out,
+            "  {:<48} {op} {:<4}  median {mid:>5.2}  {:<6}  rounds: {}",
+            t.label,
+            t.bound,
+            if met { "met" } else { "missed" },
+            each.join(" ")
+        );
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!(
+        "target check (each ratio from one round's two cells; judged on the median; p50 ratios \
+         lower is better, rate ratios higher is better):\n{out}"
+    )
+}
