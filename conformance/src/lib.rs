@@ -14,8 +14,16 @@
 //! filters work as usual). Scenarios a backend cannot run are reported as *ignored* with the
 //! reason, by name. Cross-process scenarios re-execute the test binary as the peer process.
 //!
-//! Each scenario runs on its own multi-threaded tokio runtime under a watchdog: a scenario that
-//! does not finish in time fails (and a wedged runtime aborts the binary) instead of hanging.
+//! Each scenario runs on its own multi-threaded tokio runtime under a watchdog driven by
+//! progress: every endpoint a scenario uses reports each frame moved and each operation ended,
+//! and a scenario during which nothing moves for `CONFORMANCE_STALL_MS` (default 5000) fails at
+//! once, naming the step it was at and the operations still blocked (`1× recv on B`). A lost
+//! frame or a `Closed` that never comes thus costs seconds, not minutes. A total limit
+//! ([`SCENARIO_TIMEOUT`]) stays as a backstop, and a wedged runtime aborts the binary.
+//!
+//! Random choices come from one seed per run, printed at the start and in every failure
+//! (`CONFORMANCE_SEED` replays it); `CONFORMANCE_SCALE` scales the frame counts of the large
+//! scenarios (see [`RunConfig`]). [`run_scenarios`] runs the suite from a program.
 //! After every scenario both endpoints must be idle ([`Stats::is_idle`]): nothing queued and no
 //! buffer memory held.
 
@@ -25,9 +33,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use transport_api::{Result, Stats, Transport};
 
+pub mod clauses;
+pub mod progress;
+mod runner;
 mod scenarios;
 pub mod util;
 mod xproc;
+
+pub use runner::{DEFAULT_STALL, Outcome, RunConfig, run_scenarios};
 
 /// What a backend can do, so the suite knows which scenarios apply and which boundaries to test.
 #[derive(Clone, Debug)]
@@ -106,6 +119,13 @@ pub trait Backend: Send + Sync + 'static {
     fn connect(&self, _address: &str) -> impl Future<Output = Result<Self::T>> + Send {
         async { Err(unsupported(self.name(), "cross-process sessions")) }
     }
+
+    /// Scenarios this backend is known to fail, each with the reason (a bug being fixed). The
+    /// runner reports them as ignored with that reason instead of running them; run them anyway
+    /// with `--include-ignored` (or [`RunConfig::run_known_bugs`]). Empty by default.
+    fn known_bugs(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
 }
 
 fn unsupported(backend: &'static str, what: &str) -> transport_api::TransportError {
@@ -133,9 +153,18 @@ pub fn run_main<B: Backend>(backend: B) -> ExitCode {
         return code;
     }
     let args = libtest_mimic::Arguments::from_args();
-    let backend = Arc::new(backend);
-    let mut trials = scenarios::trials(&backend);
-    trials.extend(xproc::trials(&backend));
+    let mut config = RunConfig::from_env();
+    config.run_known_bugs = args.ignored || args.include_ignored;
+    eprintln!(
+        "conformance: backend `{}`, seed {} (replay with CONFORMANCE_SEED={}), scale {}, \
+         stall limit {:?}",
+        backend.name(),
+        config.seed,
+        config.seed,
+        config.scale,
+        config.stall
+    );
+    let trials = runner::trials(Arc::new(backend), config);
     libtest_mimic::run(&args, trials).exit_code()
 }
 
