@@ -1,6 +1,6 @@
 //! Closing: local waiters wake, the peer drains then sees `Closed`, drop is a close.
 
-use super::fill_until_full;
+use super::{OrderCheck, check_exactly_once, check_tagged, fill_until_full, tagged};
 use super::{err, join_err, settle_idle};
 use crate::runner::Cx;
 use crate::util::*;
@@ -136,4 +136,179 @@ pub(crate) async fn drop_without_close<T: Transport + 'static>(a: T, b: T, cx: C
     );
     let _ = cx.wait_until("B is idle", || b.stats().is_idle()).await;
     check_idle("endpoint B", &b.stats())
+}
+
+/// `B` is blocked in `recv` when `A` sends a few frames and closes: `B` gets them, then
+/// `Closed`, without any further call waking it.
+pub(crate) async fn close_wakes_blocked_peer_recv<T: Transport + 'static>(
+    a: T,
+    b: T,
+    cx: Cx,
+) -> Check {
+    const N: u64 = 3;
+    let b = Arc::new(b);
+    let rw = b.stats().recv_waits;
+    let receiver = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                match b.recv().await {
+                    Ok(f) => {
+                        check_numbered(&f, n)?;
+                        n += 1;
+                    }
+                    Err(TransportError::Closed) => return Ok::<_, String>(n),
+                    Err(e) => return Err(format!("recv after the peer closed: {e}")),
+                }
+            }
+        })
+    };
+    cx.wait_until("B is blocked in recv", || b.stats().recv_waits > rw)
+        .await?;
+    for i in 0..N {
+        a.send(numbered(i, 100))
+            .await
+            .map_err(err(format!("send #{i}")))?;
+    }
+    a.close();
+    cx.step("B's blocked recv must return the frames, then Closed");
+    let n = receiver.await.map_err(join_err)??;
+    ensure!(n == N, "{n} frames arrived before Closed; {N} were sent");
+    settle_idle(&a, &*b, &cx).await
+}
+
+/// Sends tagged frames as sender `s` until one fails or `per` were sent, at random through
+/// `send` or `try_send` (then `send` when `Full`). Returns the numbers whose send returned `Ok`
+/// and the error that ended it.
+async fn racing_sender<T: Transport>(
+    t: &T,
+    s: u32,
+    per: u64,
+    mut rng: Rng,
+) -> Result<(Vec<u64>, Option<TransportError>), String> {
+    let mut ok = Vec::new();
+    for i in 0..per {
+        let f = tagged(s, i, [0, 16, 200, 1000][rng.below(4) as usize]);
+        let r = if rng.below(2) == 0 {
+            t.send(f).await
+        } else {
+            match t.try_send(f) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(back)) => t.send(back).await,
+                Err(TrySendError::Failed(e)) => Err(e),
+            }
+        };
+        match r {
+            Ok(()) => ok.push(i),
+            Err(e) => return Ok((ok, Some(e))),
+        }
+    }
+    Ok((ok, None))
+}
+
+/// Four tasks send on `A` (some blocked on a full queue) while another task closes `A` at a
+/// random point: every send that returned `Ok` is delivered to `B` exactly once and in order,
+/// every other send fails with `Closed`, and nothing else arrives.
+pub(crate) async fn close_races_sends<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    const SENDERS: u32 = 4;
+    let per = cx.n(20_000).div_ceil(u64::from(SENDERS));
+    let close_after = 1 + cx.rng(40).below(per * u64::from(SENDERS) / 2);
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let (count_tx, mut count_rx) = tokio::sync::watch::channel(0u64);
+    let receiver = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let mut order = OrderCheck::default();
+            let mut got = Vec::new();
+            loop {
+                match b.recv().await {
+                    Ok(f) => {
+                        let (s, i) = check_tagged(&f)?;
+                        order.see("B", s, i)?;
+                        got.push((s, i));
+                        count_tx.send_replace(got.len() as u64);
+                    }
+                    Err(TransportError::Closed) => return Ok::<_, String>(got),
+                    Err(e) => return Err(format!("B: recv while A closes: {e}")),
+                }
+            }
+        })
+    };
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let (a, rng) = (a.clone(), cx.rng(41 + u64::from(s)));
+            tokio::spawn(async move { racing_sender(&*a, s, per, rng).await })
+        })
+        .collect();
+    cx.step(format!("waiting until B received {close_after} frames"));
+    let _ = count_rx.wait_for(|&n| n >= close_after).await;
+    cx.step(format!("A closes after B received {close_after} frames"));
+    a.close();
+    let mut ok = Vec::new();
+    for (s, h) in senders.into_iter().enumerate() {
+        let (sent, e) = h.await.map_err(join_err)??;
+        if let Some(e) = e {
+            ensure!(
+                matches!(e, TransportError::Closed),
+                "sender {s}: a send racing close() failed with {e:?}, expected Closed"
+            );
+        }
+        ok.push(sent);
+    }
+    cx.step("B drains what A sent before it closed");
+    let got = receiver.await.map_err(join_err)??;
+    check_exactly_once(&ok, &got)
+        .map_err(|e| format!("A closed after B received {close_after} frames: {e}"))?;
+    settle_idle(&*a, &*b, &cx).await
+}
+
+/// Four tasks send on `A` (some blocked on a full queue) while `B` is dropped after receiving a
+/// random number of frames: every send ends (the blocked ones wake) with `Closed`, and what `B`
+/// received is what was accepted, in order.
+pub(crate) async fn peer_drop_races_sends<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    const SENDERS: u32 = 4;
+    let per = cx.n(20_000).div_ceil(u64::from(SENDERS));
+    let drop_after = 1 + cx.rng(50).below(per * u64::from(SENDERS) / 2);
+    let a = Arc::new(a);
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            // More frames than the receiver takes: the senders are still sending when it goes.
+            let (a, rng) = (a.clone(), cx.rng(51 + u64::from(s)));
+            tokio::spawn(async move { racing_sender(&*a, s, u64::MAX, rng).await })
+        })
+        .collect();
+    cx.step(format!("B receives {drop_after} frames, then is dropped"));
+    let mut order = OrderCheck::default();
+    let mut got = Vec::new();
+    while (got.len() as u64) < drop_after {
+        let f = b.recv().await.map_err(err("B: recv"))?;
+        let (s, i) = check_tagged(&f)?;
+        order.see("B", s, i)?;
+        got.push((s, i));
+    }
+    drop(b);
+    cx.step("every send on A must end with Closed once B is gone");
+    let mut ok = Vec::new();
+    for (s, h) in senders.into_iter().enumerate() {
+        let (sent, e) = h.await.map_err(join_err)??;
+        ensure!(
+            matches!(e, Some(TransportError::Closed)),
+            "sender {s}: sending to a dropped peer ended with {e:?}, expected Closed"
+        );
+        ok.push(sent);
+    }
+    // Whatever `B` took must have been accepted; the rest of the accepted frames died with it.
+    let mut accepted = ok.clone();
+    for (s, v) in accepted.iter_mut().enumerate() {
+        let mine: std::collections::BTreeSet<u64> = got
+            .iter()
+            .filter(|(x, _)| *x as usize == s)
+            .map(|&(_, i)| i)
+            .collect();
+        v.retain(|i| mine.contains(i));
+    }
+    check_exactly_once(&accepted, &got)?;
+    let _ = cx.wait_until("A is idle", || a.stats().is_idle()).await;
+    check_idle("endpoint A", &a.stats())
 }
