@@ -2,8 +2,9 @@
 
 use super::{OrderCheck, check_exactly_once, check_tagged, fill_until_full, tagged};
 use super::{err, join_err, settle_idle};
-use crate::runner::Cx;
+use crate::runner::{Cx, probed_pair};
 use crate::util::*;
+use crate::{Backend, PairOptions};
 use crate::{check_idle, ensure};
 use std::sync::Arc;
 use transport_api::{Frame, Transport, TransportError, TrySendError};
@@ -207,13 +208,38 @@ async fn racing_sender<T: Transport>(
     Ok((ok, None))
 }
 
-/// Four tasks send on `A` (some blocked on a full queue) while another task closes `A` at a
-/// random point: every send that returned `Ok` is delivered to `B` exactly once and in order,
-/// every other send fails with `Closed`, and nothing else arrives.
-pub(crate) async fn close_races_sends<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+/// Rounds on fresh pairs (default and small queues in turn): four tasks send on `A` until a
+/// send fails, while `A` is closed once `B` has received a random number of frames (often
+/// none). Every send that returned `Ok` is delivered to `B` exactly once and in order, every
+/// other send fails with `Closed`, and nothing else arrives.
+pub(crate) async fn close_races_sends<B: Backend>(backend: Arc<B>, cx: Cx) -> Check {
+    let rounds = cx.n(200);
+    let mut rng = cx.rng(40);
+    for round in 0..rounds {
+        let opts = if round % 2 == 0 {
+            PairOptions::DEFAULT
+        } else {
+            PairOptions::SMALL
+        };
+        let (a, b) = probed_pair(&*backend, opts, &cx).await?;
+        let close_after = [0, 1, 10, 100, 1000][rng.below(5) as usize];
+        close_race_round(a, b, close_after, rng.next_u64(), &cx)
+            .await
+            .map_err(|e| {
+                format!("round {round} (small: {}, A closed after B received {close_after} frames): {e}", opts.small)
+            })?;
+    }
+    Ok(())
+}
+
+async fn close_race_round<T: Transport + 'static>(
+    a: T,
+    b: T,
+    close_after: u64,
+    seed: u64,
+    cx: &Cx,
+) -> Check {
     const SENDERS: u32 = 4;
-    let per = cx.n(20_000).div_ceil(u64::from(SENDERS));
-    let close_after = 1 + cx.rng(40).below(per * u64::from(SENDERS) / 2);
     let (a, b) = (Arc::new(a), Arc::new(b));
     let (count_tx, mut count_rx) = tokio::sync::watch::channel(0u64);
     let receiver = {
@@ -237,8 +263,8 @@ pub(crate) async fn close_races_sends<T: Transport + 'static>(a: T, b: T, cx: Cx
     };
     let senders: Vec<_> = (0..SENDERS)
         .map(|s| {
-            let (a, rng) = (a.clone(), cx.rng(41 + u64::from(s)));
-            tokio::spawn(async move { racing_sender(&*a, s, per, rng).await })
+            let (a, rng) = (a.clone(), Rng::new(seed ^ u64::from(s + 1)));
+            tokio::spawn(async move { racing_sender(&*a, s, u64::MAX, rng).await })
         })
         .collect();
     cx.step(format!("waiting until B received {close_after} frames"));
@@ -248,19 +274,16 @@ pub(crate) async fn close_races_sends<T: Transport + 'static>(a: T, b: T, cx: Cx
     let mut ok = Vec::new();
     for (s, h) in senders.into_iter().enumerate() {
         let (sent, e) = h.await.map_err(join_err)??;
-        if let Some(e) = e {
-            ensure!(
-                matches!(e, TransportError::Closed),
-                "sender {s}: a send racing close() failed with {e:?}, expected Closed"
-            );
-        }
+        ensure!(
+            matches!(e, Some(TransportError::Closed)),
+            "sender {s}: a send racing close() ended with {e:?}, expected Closed"
+        );
         ok.push(sent);
     }
     cx.step("B drains what A sent before it closed");
     let got = receiver.await.map_err(join_err)??;
-    check_exactly_once(&ok, &got)
-        .map_err(|e| format!("A closed after B received {close_after} frames: {e}"))?;
-    settle_idle(&*a, &*b, &cx).await
+    check_exactly_once(&ok, &got)?;
+    settle_idle(&*a, &*b, cx).await
 }
 
 /// Four tasks send on `A` (some blocked on a full queue) while `B` is dropped after receiving a
