@@ -26,6 +26,8 @@ struct Pending([AtomicI64; 3]);
 #[derive(Default)]
 struct Inner {
     events: AtomicU64,
+    /// The first failure a scenario task reported; the watchdog ends the scenario with it.
+    failure: Mutex<Option<String>>,
     step: Mutex<String>,
     endpoints: Mutex<Vec<(String, Arc<Pending>)>>,
 }
@@ -58,6 +60,12 @@ impl Progress {
     pub fn step(&self, what: impl Into<String>) {
         *lock(&self.0.step) = what.into();
         self.tick();
+    }
+
+    /// Reports that a task of the scenario failed: the scenario ends with `what` at once, even
+    /// while another task waits for something the failed one would have done.
+    pub fn fail(&self, what: &str) {
+        lock(&self.0.failure).get_or_insert_with(|| what.to_string());
     }
 
     /// What the scenario is stuck on: its step and the operations pending on each endpoint.
@@ -95,13 +103,17 @@ impl Progress {
         }
     }
 
-    /// Fails with a stall report once no event happened for `stall`. Never returns otherwise.
+    /// Returns a task's failure as soon as one is reported ([`Progress::fail`]), or a stall
+    /// report once no event happened for `stall`. Never returns otherwise.
     pub(crate) async fn watch(&self, stall: Duration) -> String {
         let tick = (stall / 8).max(Duration::from_millis(5));
         let mut last = self.events();
         let mut since = Instant::now();
         loop {
             tokio::time::sleep(tick).await;
+            if let Some(f) = lock(&self.0.failure).clone() {
+                return f;
+            }
             let now = self.events();
             if now != last {
                 last = now;

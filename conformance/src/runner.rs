@@ -128,6 +128,22 @@ impl Cx {
         crate::util::Rng::new(self.seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
+    /// Spawns a task of the scenario whose failure ends the scenario at once (see
+    /// [`Progress::fail`]); the failure is also returned through the handle.
+    pub(crate) fn spawn<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, String>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<T, String>> {
+        let progress = self.progress.clone();
+        tokio::spawn(async move {
+            let r = fut.await;
+            if let Err(e) = &r {
+                progress.fail(e);
+            }
+            r
+        })
+    }
+
     /// See [`Progress::step`].
     pub(crate) fn step(&self, what: impl Into<String>) {
         self.progress.step(what)

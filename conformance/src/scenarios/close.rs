@@ -9,7 +9,10 @@ use crate::{check_idle, ensure};
 use std::sync::Arc;
 use transport_api::{Frame, Transport, TransportError, TrySendError};
 
+/// A blocked `send` and a blocked `recv` on `A` wake with `Closed` when `A` closes; later
+/// operations on `A` fail with `Closed`; `B` still gets what `A` sent before, then `Closed`.
 pub(crate) async fn close_wakes_local_waiters<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    cx.step("a send and a recv blocked on A when A closes");
     let a = Arc::new(a);
     let n = fill_until_full(&*a, 256).await?;
     let sw = a.stats().send_waits;
@@ -69,7 +72,10 @@ pub(crate) async fn close_wakes_local_waiters<T: Transport + 'static>(a: T, b: T
     settle_idle(&*a, &b, &cx).await
 }
 
+/// `A` sends, then closes (twice: idempotent): `B` receives every frame, then `Closed` on every
+/// later `recv`, and its sends fail with `Closed`.
 pub(crate) async fn close_peer_drains<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    cx.step("B drains what A sent before closing, then expects Closed");
     const N: u64 = 200;
     for i in 0..N {
         a.send(numbered(i, 100))
@@ -100,13 +106,16 @@ pub(crate) async fn close_peer_drains<T: Transport + 'static>(a: T, b: T, cx: Cx
     settle_idle(&a, &b, &cx).await
 }
 
+/// `A` is dropped without `close()` while `B` is blocked in `recv`: `B` gets every frame `A` sent,
+/// then `Closed` (a drop is a graceful close, not a death).
 pub(crate) async fn drop_without_close<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    cx.step("B drains what A sent before being dropped, then expects Closed");
     const N: u64 = 200;
     let b = Arc::new(b);
     let rw = b.stats().recv_waits;
     let receiver = {
         let b = b.clone();
-        tokio::spawn(async move {
+        cx.spawn(async move {
             let mut n = 0u64;
             loop {
                 match b.recv().await {
@@ -151,7 +160,7 @@ pub(crate) async fn close_wakes_blocked_peer_recv<T: Transport + 'static>(
     let rw = b.stats().recv_waits;
     let receiver = {
         let b = b.clone();
-        tokio::spawn(async move {
+        cx.spawn(async move {
             let mut n = 0u64;
             loop {
                 match b.recv().await {
@@ -244,7 +253,7 @@ async fn close_race_round<T: Transport + 'static>(
     let (count_tx, mut count_rx) = tokio::sync::watch::channel(0u64);
     let receiver = {
         let b = b.clone();
-        tokio::spawn(async move {
+        cx.spawn(async move {
             let mut order = OrderCheck::default();
             let mut got = Vec::new();
             loop {
@@ -264,7 +273,7 @@ async fn close_race_round<T: Transport + 'static>(
     let senders: Vec<_> = (0..SENDERS)
         .map(|s| {
             let (a, rng) = (a.clone(), Rng::new(seed ^ u64::from(s + 1)));
-            tokio::spawn(async move { racing_sender(&*a, s, u64::MAX, rng).await })
+            cx.spawn(async move { racing_sender(&*a, s, u64::MAX, rng).await })
         })
         .collect();
     cx.step(format!("waiting until B received {close_after} frames"));
@@ -298,7 +307,7 @@ pub(crate) async fn peer_drop_races_sends<T: Transport + 'static>(a: T, b: T, cx
         .map(|s| {
             // More frames than the receiver takes: the senders are still sending when it goes.
             let (a, rng) = (a.clone(), cx.rng(51 + u64::from(s)));
-            tokio::spawn(async move { racing_sender(&*a, s, u64::MAX, rng).await })
+            cx.spawn(async move { racing_sender(&*a, s, u64::MAX, rng).await })
         })
         .collect();
     cx.step(format!("B receives {drop_after} frames, then is dropped"));

@@ -9,12 +9,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use transport_api::{Frame, Transport, TransportError};
 
+/// One sender, one receiver, 100 000 frames (scaled): each arrives once, in order.
 pub(crate) async fn ordering_single_channel<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    cx.step("B receives the frames of one sender in order");
     let n_frames = cx.n(100_000);
     let a = Arc::new(a);
     let sender = {
         let a = a.clone();
-        tokio::spawn(async move {
+        cx.spawn(async move {
             for i in 0..n_frames {
                 a.send(Frame::new(Bytes::copy_from_slice(&i.to_le_bytes())).msg_id(i))
                     .await
@@ -40,7 +42,9 @@ pub(crate) async fn ordering_single_channel<T: Transport + 'static>(a: T, b: T, 
     settle_idle(&*a, &b, &cx).await
 }
 
+/// Frames on 64 channels picked at random: global order and per-channel order hold.
 pub(crate) async fn ordering_interleaved<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    cx.step("B receives frames of 64 interleaved channels in order");
     const CHANNELS: u32 = 64;
     let n_frames = cx.n(64_000);
     let seed = cx.seed;
@@ -48,7 +52,7 @@ pub(crate) async fn ordering_interleaved<T: Transport + 'static>(a: T, b: T, cx:
     let sender = {
         let a = a.clone();
         let mut rng = cx.rng(1);
-        tokio::spawn(async move {
+        cx.spawn(async move {
             let mut per = vec![0u64; CHANNELS as usize];
             for i in 0..n_frames {
                 let ch = rng.below(CHANNELS as u64) as u32;
@@ -84,7 +88,9 @@ pub(crate) async fn ordering_interleaved<T: Transport + 'static>(a: T, b: T, cx:
     settle_idle(&*a, &b, &cx).await
 }
 
+/// Eight sender tasks, two receiver tasks: every frame once, in order per sender.
 pub(crate) async fn concurrency<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    cx.step("8 tasks send while 2 tasks receive");
     const SENDERS: u32 = 8;
     let per = cx.n(10_000);
     let a = Arc::new(a);
@@ -92,7 +98,7 @@ pub(crate) async fn concurrency<T: Transport + 'static>(a: T, b: T, cx: Cx) -> C
     let mut senders = Vec::new();
     for s in 0..SENDERS {
         let a = a.clone();
-        senders.push(tokio::spawn(async move {
+        senders.push(cx.spawn(async move {
             for i in 0..per {
                 let f = Frame::new(Bytes::copy_from_slice(&i.to_le_bytes()))
                     .channel(s)
@@ -105,7 +111,7 @@ pub(crate) async fn concurrency<T: Transport + 'static>(a: T, b: T, cx: Cx) -> C
     let mut receivers = Vec::new();
     for r in 0..2 {
         let b = b.clone();
-        receivers.push(tokio::spawn(async move {
+        receivers.push(cx.spawn(async move {
             let mut last = vec![None::<u64>; SENDERS as usize];
             let mut got = Vec::new();
             loop {

@@ -9,13 +9,16 @@ use bytes::Bytes;
 use std::sync::Arc;
 use transport_api::{Frame, FrameHeader, Transport, TransportError, TrySendError, TypedTransport};
 
+/// A payload of every interesting size (0, 1, each declared boundary ±1, `max_payload`)
+/// arrives with its length and every byte intact.
 pub(crate) async fn integrity_sizes<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    cx.step("B receives payloads of every boundary size");
     let sizes = sizes(&cx.caps, a.max_payload());
     let a = Arc::new(a);
     let sender = {
         let a = a.clone();
         let sizes = sizes.clone();
-        tokio::spawn(async move {
+        cx.spawn(async move {
             for (i, &len) in sizes.iter().enumerate() {
                 a.send(
                     Frame::new(pattern(len, len as u64))
@@ -107,7 +110,7 @@ pub(crate) async fn header_fields<T: Transport + 'static>(a: T, b: T, cx: Cx) ->
     cx.step(format!("sending {n} frames with random headers"));
     let sender = {
         let (a, frames) = (a.clone(), frames.clone());
-        tokio::spawn(async move {
+        cx.spawn(async move {
             for (i, &(h, len, path)) in frames.iter().enumerate() {
                 let what = format!("frame #{i} ({h:?})");
                 let payload = pattern(len, i as u64);
@@ -269,7 +272,9 @@ pub(crate) async fn max_payload<T: Transport + 'static>(a: T, b: T, cx: Cx) -> C
     settle_idle(&a, &b, &cx).await
 }
 
+/// `send_msg`/`recv_msg` round-trip a value; an undecodable payload is a `Decode` error.
 pub(crate) async fn typed_messages<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    cx.step("a typed message round trip");
     #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
     struct Order {
         id: u64,

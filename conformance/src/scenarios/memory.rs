@@ -8,7 +8,10 @@ use crate::{check_idle, ensure};
 use std::sync::Arc;
 use transport_api::{Frame, FrameHeader, Transport, TrySendError};
 
+/// `alloc` buffers of every size arrive intact; with `zero_copy` declared, those over
+/// `copies_up_to` are counted as zero-copy sends; a buffer from elsewhere is still delivered.
 pub(crate) async fn zero_copy<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
+    cx.step("sending alloc buffers of every boundary size");
     let sizes: Vec<usize> = sizes(&cx.caps, a.max_payload());
     // An allocated buffer dropped without being sent must come back.
     drop(
@@ -22,7 +25,7 @@ pub(crate) async fn zero_copy<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Che
     let sender = {
         let a = a.clone();
         let sizes = sizes.clone();
-        tokio::spawn(async move {
+        cx.spawn(async move {
             for (i, &len) in sizes.iter().enumerate() {
                 let mut buf = a.alloc(len).await.map_err(err(format!("alloc({len})")))?;
                 if buf.len() != len {
@@ -185,7 +188,7 @@ pub(crate) async fn stats_counters<T: Transport + 'static>(a: T, b: T, cx: Cx) -
     ));
     let sender = {
         let (a, plan) = (a.clone(), plan.clone());
-        tokio::spawn(async move {
+        cx.spawn(async move {
             for (i, &(len, path)) in plan.iter().enumerate() {
                 let f = numbered(i as u64, len.max(8));
                 let f = Frame::with_header(f.header, f.bytes()[..len].to_vec());

@@ -47,7 +47,7 @@ pub(crate) async fn try_paths_only<T: Transport + 'static>(a: T, b: T, cx: Cx) -
         .map(|s| {
             let a = a.clone();
             let mut rng = cx.rng(10 + u64::from(s));
-            tokio::spawn(async move {
+            cx.spawn(async move {
                 for i in 0..per {
                     let mut f = tagged(s, i, pick_len(&mut rng));
                     loop {
@@ -74,7 +74,7 @@ pub(crate) async fn try_paths_only<T: Transport + 'static>(a: T, b: T, cx: Cx) -
     let receivers: Vec<JoinHandle<Result<Received, String>>> = (0..RECEIVERS)
         .map(|r| {
             let b = b.clone();
-            tokio::spawn(async move {
+            cx.spawn(async move {
                 let who = format!("receiver {r}");
                 let mut order = OrderCheck::default();
                 let mut got = Vec::new();
@@ -252,7 +252,7 @@ pub(crate) async fn random_interleavings<T: Transport + 'static>(a: T, b: T, cx:
         let (tx, rx) = (ends[d].clone(), ends[1 - d].clone());
         for s in 0..SENDERS {
             let (t, rng) = (tx.clone(), cx.rng(100 + d as u64 * 10 + u64::from(s)));
-            senders.push(tokio::spawn(async move {
+            senders.push(cx.spawn(async move {
                 mixed_sender(&*t, s, per, rng)
                     .await
                     .map_err(|e| format!("{name}: {e}"))
@@ -262,9 +262,7 @@ pub(crate) async fn random_interleavings<T: Transport + 'static>(a: T, b: T, cx:
             let (t, dir) = (rx.clone(), dirs[d].clone());
             let rng = cx.rng(200 + d as u64 * 10 + r);
             let who = format!("{name} receiver {r}");
-            receivers.push(tokio::spawn(async move {
-                mixed_receiver(&*t, who, &dir, rng).await
-            }));
+            receivers.push(cx.spawn(async move { mixed_receiver(&*t, who, &dir, rng).await }));
         }
     }
     for s in senders {

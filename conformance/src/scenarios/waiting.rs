@@ -6,10 +6,15 @@ use super::{err, join_err, settle_idle};
 use crate::ensure;
 use crate::runner::Cx;
 use crate::util::*;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use transport_api::{Frame, Transport, TransportError};
 
+/// With the receiver stopped, `try_send` fills the transport then reports `Full` with the frame
+/// handed back, memory stays within the declared bound, and `send` waits until the receiver
+/// makes room.
 pub(crate) async fn backpressure<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
     const LEN: usize = 512;
     let a = Arc::new(a);
@@ -27,13 +32,15 @@ pub(crate) async fn backpressure<T: Transport + 'static>(a: T, b: T, cx: Cx) -> 
         tokio::spawn(async move { a.send(numbered(n, LEN)).await })
     };
     cx.wait_until("the send blocks on a full transport", || {
-        a.stats().send_waits > waits
+        a.stats().send_waits > waits || blocked.is_finished()
     })
     .await?;
-    ensure!(
-        !blocked.is_finished(),
-        "send finished although the transport is full"
-    );
+    if blocked.is_finished() {
+        let r = blocked.await.map_err(join_err)?;
+        return Err(format!(
+            "send on a full transport returned {r:?} instead of waiting for room"
+        ));
+    }
     for i in 0..=n {
         let f = b.recv().await.map_err(err(format!("recv #{i}")))?;
         check_numbered(&f, i)?;
@@ -45,6 +52,24 @@ pub(crate) async fn backpressure<T: Transport + 'static>(a: T, b: T, cx: Cx) -> 
     settle_idle(&*a, &b, &cx).await
 }
 
+/// Polls `fut` at most `polls` times (yielding in between) and drops it if it is still
+/// pending: a cancellation at one of its first await points, whatever the timing.
+async fn poll_at_most<F: Future>(fut: F, polls: u32) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    for i in 0..polls {
+        let r = std::future::poll_fn(|c| Poll::Ready(fut.as_mut().poll(c))).await;
+        if let Poll::Ready(v) = r {
+            return Some(v);
+        }
+        if i + 1 < polls {
+            tokio::task::yield_now().await;
+        }
+    }
+    None
+}
+
+/// Sends, `alloc`s and receives dropped at random await points (timeouts, a few polls) lose,
+/// duplicate and leak nothing: what arrives is exactly what was sent with `Ok`.
 pub(crate) async fn cancellation<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
     let n_frames = cx.n(20_000);
     let seed = cx.seed;
@@ -53,7 +78,7 @@ pub(crate) async fn cancellation<T: Transport + 'static>(a: T, b: T, cx: Cx) -> 
     let sender = {
         let a = a.clone();
         let mut rng = cx.rng(1);
-        tokio::spawn(async move {
+        cx.spawn(async move {
             let mut ok = Vec::new();
             for i in 0..n_frames {
                 let len = [8usize, 100, 2000][rng.below(3) as usize];
@@ -65,14 +90,7 @@ pub(crate) async fn cancellation<T: Transport + 'static>(a: T, b: T, cx: Cx) -> 
                     )
                     .await
                     .ok(),
-                    2 => {
-                        let fut = a.send(numbered(i, len));
-                        tokio::select! {
-                            biased;
-                            r = fut => Some(r),
-                            _ = tokio::task::yield_now() => None,
-                        }
-                    }
+                    2 => poll_at_most(a.send(numbered(i, len)), 1 + rng.below(3) as u32).await,
                     _ => {
                         // Build the frame in a transport buffer; drop the alloc future or the
                         // send future at random.
@@ -86,11 +104,7 @@ pub(crate) async fn cancellation<T: Transport + 'static>(a: T, b: T, cx: Cx) -> 
                                 let f = numbered(i, len);
                                 buf.copy_from_slice(f.bytes());
                                 let fut = a.send(Frame::with_header(f.header, buf));
-                                tokio::select! {
-                                    biased;
-                                    r = fut => Some(r),
-                                    _ = tokio::task::yield_now() => None,
-                                }
+                                poll_at_most(fut, 1 + rng.below(3) as u32).await
                             }
                             Ok(Err(e)) => Some(Err(e)),
                             Err(_) => None,
@@ -110,7 +124,7 @@ pub(crate) async fn cancellation<T: Transport + 'static>(a: T, b: T, cx: Cx) -> 
     let receiver = {
         let b = b.clone();
         let mut rng = cx.rng(2);
-        tokio::spawn(async move {
+        cx.spawn(async move {
             let mut got = Vec::new();
             loop {
                 // Now and then the receiver stops taking frames for a while, so that the ring
@@ -126,13 +140,7 @@ pub(crate) async fn cancellation<T: Transport + 'static>(a: T, b: T, cx: Cx) -> 
                     1 => tokio::time::timeout(Duration::from_micros(rng.below(30)), b.recv())
                         .await
                         .ok(),
-                    _ => {
-                        tokio::select! {
-                            biased;
-                            r = b.recv() => Some(r),
-                            _ = tokio::task::yield_now() => None,
-                        }
-                    }
+                    _ => poll_at_most(b.recv(), 1 + rng.below(3) as u32).await,
                 };
                 match r {
                     Some(Ok(f)) => {
