@@ -26,6 +26,11 @@
 //! scenarios (see [`RunConfig`]). [`run_scenarios`] runs the suite from a program.
 //! After every scenario both endpoints must be idle ([`Stats::is_idle`]): nothing queued and no
 //! buffer memory held.
+//!
+//! [`clauses`] maps each clause of the contract to the scenarios that check it. The suite tests
+//! itself: `tests/broken_backends.rs` wraps the `mem` backend in one deliberate violation each
+//! and asserts which scenario catches it. A scenario a backend is known to fail is declared in
+//! [`Backend::known_bugs`] and reported as ignored with the reason until fixed.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -43,21 +48,41 @@ mod xproc;
 pub use runner::{DEFAULT_STALL, Outcome, RunConfig, run_scenarios};
 
 /// What a backend can do, so the suite knows which scenarios apply and which boundaries to test.
+///
+/// No flag lets a backend skip a clause of the contract: each one either adds cases (sizes to
+/// test), tunes a bound the suite checks, or, for a mode the backend does not have at all,
+/// reports the scenarios of that mode as *ignored* with the reason. What each field changes:
+///
+/// | Field | Scenarios it affects | Effect |
+/// |---|---|---|
+/// | `boundaries` | `integrity_payload_sizes`, `zero_copy_alloc_buffers`, `alloc_dropped_unsent_returns_memory`, `xproc_echo_integrity` | adds each boundary −1, exactly and +1 to the sizes tested; skips nothing |
+/// | `zero_copy` | `zero_copy_alloc_buffers` | `false` skips only the check that `alloc` buffers are counted in `Stats::zero_copy_sends`; delivery and content are still checked |
+/// | `copies_up_to` | `zero_copy_alloc_buffers` | `alloc` buffers up to this size are left out of that count |
+/// | `cross_process` | every `xproc_*` scenario | `false` reports them ignored: they need [`Backend::listen`], [`Backend::accept`] and [`Backend::connect`] |
+/// | `small_memory_bound` | `backpressure_send_waits_try_send_full` | the bound the held memory is checked against; skips nothing |
 #[derive(Clone, Debug)]
 pub struct Capabilities {
     /// Payload lengths where the backend changes representation (inline capacity, size-class
-    /// limits). Each is tested at −1, exactly, and +1 (within `max_payload`).
+    /// limits). Each is tested at −1, exactly, and +1 (within `max_payload`), because that is
+    /// where length and copy bugs live. Skips nothing.
     pub boundaries: Vec<usize>,
     /// Whether `alloc` buffers are sent without a copy (`Stats::zero_copy_sends` counts them).
+    /// When `false`, `zero_copy_alloc_buffers` does not check that count (a backend that copies
+    /// every payload has no zero-copy sends to count); it still checks every frame arrives
+    /// intact and that each send is counted once.
     pub zero_copy: bool,
     /// `alloc` buffers of at most this many bytes may be sent by copy even when `zero_copy` is
     /// set (a backend that carries small payloads inline, where a copy is cheaper than a
-    /// buffer reference); 0 when every `alloc` buffer is zero-copy.
+    /// buffer reference); 0 when every `alloc` buffer is zero-copy. Only narrows the zero-copy
+    /// count check.
     pub copies_up_to: usize,
-    /// Whether [`Backend::listen`]/[`Backend::connect`] work across processes.
+    /// Whether [`Backend::listen`]/[`Backend::connect`] work across processes. When `false`,
+    /// every `xproc_*` scenario (peer death, reconnection, graceful exit of a peer process) is
+    /// reported as ignored with the reason, since it needs a peer in another process.
     pub cross_process: bool,
     /// Upper bound, in bytes, of `Stats::buffer_bytes_in_use` on one endpoint of a pair made with
-    /// [`PairOptions::small`] whose peer stopped reading.
+    /// [`PairOptions::small`] whose peer stopped reading: `backpressure_send_waits_try_send_full`
+    /// checks memory stays within it (memory bounded by configuration). Skips nothing.
     pub small_memory_bound: u64,
 }
 
