@@ -146,7 +146,7 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Scenarios this backend is known to fail, each with the reason (a bug being fixed). The
-    /// runner reports them as ignored with that reason instead of running them; run them anyway
+    /// runner reports them as ignored with that reason and does not run them; run them anyway
     /// with `--include-ignored` (or [`RunConfig::run_known_bugs`]). Empty by default.
     fn known_bugs(&self) -> Vec<(&'static str, &'static str)> {
         Vec::new()

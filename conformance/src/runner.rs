@@ -29,8 +29,8 @@ pub struct RunConfig {
     pub stall: Duration,
     /// Hard limit of one scenario, whatever its progress ([`SCENARIO_TIMEOUT`]).
     pub timeout: Duration,
-    /// Runs the scenarios listed by [`Backend::known_bugs`] instead of reporting them ignored
-    /// (`--include-ignored` or `--ignored` on the command line).
+    /// Runs the scenarios listed by [`Backend::known_bugs`], which are otherwise reported as
+    /// ignored (`--include-ignored` or `--ignored` on the command line sets it).
     pub run_known_bugs: bool,
 }
 

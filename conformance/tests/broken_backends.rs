@@ -47,7 +47,7 @@ enum Fault {
     MangleDeadline,
     /// Frames sent in an `alloc` buffer lose their header.
     AllocPathDropsHeader,
-    /// `send` fails with an I/O error when full instead of waiting.
+    /// `send` fails with an I/O error when full, where it must wait.
     SendFailsWhenFull,
     /// `try_send` hands back an empty frame when full.
     TrySendFullHandsBackEmpty,
@@ -61,7 +61,7 @@ enum Fault {
     CloseDoesNotDrain,
     /// Operations blocked when this endpoint closes never wake.
     CloseLeavesLocalWaitersBlocked,
-    /// Sends to a peer that went away wait forever instead of failing with `Closed`.
+    /// Sends to a peer that went away wait forever, where they must fail with `Closed`.
     PeerGoneHangsSends,
     /// A dropped peer is reported as `PeerDied` before the frames it sent are delivered.
     PeerDiedEarly,

@@ -3,7 +3,7 @@
 use super::{err, join_err, settle_idle};
 use crate::ensure;
 use crate::runner::Cx;
-use crate::util::*;
+use crate::util::Check;
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 use super::sizes;
 use super::{err, join_err, settle_idle};
 use crate::runner::Cx;
-use crate::util::*;
+use crate::util::{Check, Rng, check_pattern, fill_pattern, pattern};
 use crate::{check_idle, ensure};
 use bytes::Bytes;
 use std::sync::Arc;

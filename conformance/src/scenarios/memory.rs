@@ -3,7 +3,7 @@
 use super::sizes;
 use super::{err, join_err, settle_idle};
 use crate::runner::Cx;
-use crate::util::*;
+use crate::util::{Check, check_numbered, check_pattern, fill_pattern, numbered};
 use crate::{check_idle, ensure};
 use std::sync::Arc;
 use transport_api::{Frame, FrameHeader, Transport, TrySendError};
