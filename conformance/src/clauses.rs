@@ -21,7 +21,7 @@
 //! | `send` waits for room; `try_send` hands the same frame back in `Full`; memory stays within the configured bound | `backpressure_send_waits_try_send_full`, `boxed_backpressure_send_waits_try_send_full`, `exactly_once_try_send_try_recv` |
 //! | Dropping a `send`, `recv` or `alloc` future loses, duplicates and leaks nothing | `cancellation_dropped_futures`, `random_interleavings_mixed_paths` |
 //! | `close()` wakes local waiters with `Closed`; later operations fail with `Closed`; it is idempotent | `close_wakes_local_waiters`, `close_peer_drains_then_closed` |
-//! | The peer of a closed endpoint receives every frame sent before, then `Closed`, even while blocked in `recv` | `close_peer_drains_then_closed`, `close_wakes_blocked_peer_recv`, `xproc_graceful_close_then_exit` |
+//! | The peer of a closed endpoint receives every frame sent before (through `recv` and `try_recv`), then `Closed`, even while blocked in `recv` | `close_peer_drains_then_closed`, `close_wakes_blocked_peer_recv`, `xproc_graceful_close_then_exit` |
 //! | Drop is a graceful close | `drop_without_close_peer_drains`, `peer_drop_races_concurrent_sends` |
 //! | No frame whose `send` returned `Ok` is lost while its receiver lives, even when `close()` races the send; a send that fails does not deliver | `close_races_concurrent_sends` |
 //! | Sends to a peer that closed or went away fail with `Closed` (blocked ones wake) | `peer_drop_races_concurrent_sends`, `close_peer_drains_then_closed`, `drop_without_close_peer_drains` |

@@ -81,6 +81,16 @@ enum Fault {
     RefusesExact,
     /// `PayloadTooLarge` reports the limit as the refused length.
     TooLargeWrongValues,
+    /// `try_recv` reports `Closed` as soon as the peer closed, before its frames are drained.
+    TryRecvClosedBeforeDrained,
+    /// `try_send` after `close()` returns `Ok` and discards the frame.
+    TrySendAfterCloseOk,
+    /// `send` to a peer that closed returns `Ok` and discards the frame.
+    SendOkToGonePeer,
+    /// `Stats` never shows queued frames.
+    HidesQueuedFrames,
+    /// `recv` delivers one frame in 1000 a second time, to the next caller.
+    RecvDuplicates,
 }
 
 /// State shared by the two ends of a pair.
@@ -212,6 +222,7 @@ impl Transport for Broken {
                     Err(TrySendError::Failed(e)) => Err(e),
                 };
             }
+            Fault::SendOkToGonePeer if self.peer_closed() => return Ok(()),
             Fault::SendRacingCloseLost if !self.closed() => {
                 tokio::task::yield_now().await;
                 if self.closed() {
@@ -228,6 +239,7 @@ impl Transport for Broken {
         let frame = self.outgoing(frame);
         match self.fault {
             Fault::TrySendOkWithoutSending if self.nth(50) => Ok(()),
+            Fault::TrySendAfterCloseOk if self.closed() => Ok(()),
             Fault::TrySendFullHandsBackEmpty => match self.inner.try_send(frame) {
                 Err(TrySendError::Full(f)) => Err(TrySendError::Full(Frame::with_header(
                     f.header,
@@ -256,12 +268,26 @@ impl Transport for Broken {
             _ => {}
         }
         let r = self.after_closed(r).await;
+        if self.fault == Fault::RecvDuplicates {
+            if let Some(f) = self.held.lock().unwrap().take() {
+                return Ok(f);
+            }
+            if let Ok(f) = &r
+                && self.nth(1000)
+            {
+                let copy = Frame::with_header(f.header, f.bytes().to_vec());
+                *self.held.lock().unwrap() = Some(copy);
+            }
+        }
         r.map(|f| self.incoming(f))
     }
 
     fn try_recv(&self) -> Result<Option<Frame>> {
         if let Some(e) = self.early_end() {
             return Err(e);
+        }
+        if self.fault == Fault::TryRecvClosedBeforeDrained && self.peer_closed() {
+            return Err(TransportError::Closed);
         }
         match self.inner.try_recv() {
             Ok(Some(_)) if self.fault == Fault::TryRecvDiscards && self.nth(50) => Ok(None),
@@ -303,6 +329,10 @@ impl Transport for Broken {
                 s.zero_copy_sends = 0;
             }
             Fault::AllocLeaks => s.buffer_bytes_in_use += self.leaked.load(Relaxed),
+            Fault::HidesQueuedFrames => {
+                s.tx_queued_frames = 0;
+                s.rx_queued_frames = 0;
+            }
             _ => {}
         }
         s
@@ -493,6 +523,11 @@ caught_by! {
     accepts_one_over: AcceptsOneOver => "max_payload_exact_and_one_over";
     refuses_exact: RefusesExact => "max_payload_exact_and_one_over";
     too_large_wrong_values: TooLargeWrongValues => "max_payload_exact_and_one_over";
+    try_recv_closed_before_drained: TryRecvClosedBeforeDrained => "close_peer_drains_then_closed";
+    try_send_after_close_ok: TrySendAfterCloseOk => "close_wakes_local_waiters";
+    send_ok_to_gone_peer: SendOkToGonePeer => "close_peer_drains_then_closed";
+    hides_queued_frames: HidesQueuedFrames => "stats_counters_match_traffic";
+    recv_duplicates: RecvDuplicates => "concurrency_8_senders_2_receivers";
 }
 
 /// Hangs are caught by the stall watchdog, whose message names what the scenario waits for.
