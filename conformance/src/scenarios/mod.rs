@@ -109,16 +109,19 @@ pub(crate) fn list<B: Backend>() -> Vec<Scenario<B>> {
         "close_wakes_blocked_peer_recv" => (PairOptions::DEFAULT, close::close_wakes_blocked_peer_recv, boxed: false),
         "drop_without_close_peer_drains" => (PairOptions::DEFAULT, close::drop_without_close, boxed: false),
         "peer_drop_races_concurrent_sends" => (PairOptions::SMALL, close::peer_drop_races_sends, boxed: false),
-        // Memory and accounting.
-        "zero_copy_alloc_buffers" => (PairOptions::DEFAULT, memory::zero_copy, boxed: false),
-        "alloc_dropped_unsent_returns_memory" => (PairOptions::SMALL, memory::alloc_dropped_unsent, boxed: false),
-        "stats_counters_match_traffic" => (PairOptions::DEFAULT, memory::stats_counters, boxed: true),
     );
+    // Makes its own pairs: one per round.
     t.push(Scenario::new(
         "close_races_concurrent_sends",
         false,
         |b: Arc<B>, cx: Cx| Box::pin(close::close_races_sends(b, cx)),
     ));
+    pair_scenarios!(t,
+        // Memory and accounting.
+        "zero_copy_alloc_buffers" => (PairOptions::DEFAULT, memory::zero_copy, boxed: false),
+        "alloc_dropped_unsent_returns_memory" => (PairOptions::SMALL, memory::alloc_dropped_unsent, boxed: false),
+        "stats_counters_match_traffic" => (PairOptions::DEFAULT, memory::stats_counters, boxed: true),
+    );
     t
 }
 
