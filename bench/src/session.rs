@@ -16,7 +16,7 @@ pub trait Session {
     /// Tells the peer to stop and waits for it (with a timeout).
     fn finish(&mut self) -> BenchResult<()>;
     /// Samples (ns) of a one-off cost ([`Mode::is_cost`]), for rows that list it in
-    /// [`Row::costs`]; `quick` asks for fewer samples.
+    /// [`Row::costs`](crate::rows::Row::costs); `quick` asks for fewer samples.
     fn cost(&mut self, mode: Mode, quick: bool) -> BenchResult<Vec<u64>> {
         let _ = quick;
         Err(BenchError::new(format!(

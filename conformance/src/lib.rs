@@ -14,10 +14,23 @@
 //! filters work as usual). Scenarios a backend cannot run are reported as *ignored* with the
 //! reason, by name. Cross-process scenarios re-execute the test binary as the peer process.
 //!
-//! Each scenario runs on its own multi-threaded tokio runtime under a watchdog: a scenario that
-//! does not finish in time fails (and a wedged runtime aborts the binary) instead of hanging.
+//! Each scenario runs on its own multi-threaded tokio runtime under a watchdog driven by
+//! progress: every endpoint a scenario uses reports each frame moved and each operation ended,
+//! and a scenario during which nothing moves for `CONFORMANCE_STALL_MS` (default 5000) fails at
+//! once, naming the step it was at and the operations still blocked (`1× recv on B`). A lost
+//! frame or a `Closed` that never comes thus costs seconds, not minutes. A total limit
+//! ([`SCENARIO_TIMEOUT`]) stays as a backstop, and a wedged runtime aborts the binary.
+//!
+//! Random choices come from one seed per run, printed at the start and in every failure
+//! (`CONFORMANCE_SEED` replays it); `CONFORMANCE_SCALE` scales the frame counts of the large
+//! scenarios (see [`RunConfig`]). [`run_scenarios`] runs the suite from a program.
 //! After every scenario both endpoints must be idle ([`Stats::is_idle`]): nothing queued and no
 //! buffer memory held.
+//!
+//! [`clauses`] maps each clause of the contract to the scenarios that check it. The suite tests
+//! itself: `tests/broken_backends.rs` wraps the `mem` backend in one deliberate violation each
+//! and asserts which scenario catches it. A scenario a backend is known to fail is declared in
+//! [`Backend::known_bugs`] and reported as ignored with the reason until fixed.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -25,26 +38,51 @@ use std::sync::Arc;
 use std::time::Duration;
 use transport_api::{Result, Stats, Transport};
 
+pub mod clauses;
+pub mod progress;
+mod runner;
 mod scenarios;
 pub mod util;
 mod xproc;
 
+pub use runner::{DEFAULT_STALL, Outcome, RunConfig, run_scenarios};
+
 /// What a backend can do, so the suite knows which scenarios apply and which boundaries to test.
+///
+/// No flag lets a backend skip a clause of the contract: each one either adds cases (sizes to
+/// test), tunes a bound the suite checks, or, for a mode the backend does not have at all,
+/// reports the scenarios of that mode as *ignored* with the reason. What each field changes:
+///
+/// | Field | Scenarios it affects | Effect |
+/// |---|---|---|
+/// | `boundaries` | `integrity_payload_sizes`, `zero_copy_alloc_buffers`, `alloc_dropped_unsent_returns_memory`, `xproc_echo_integrity` | adds each boundary −1, exactly and +1 to the sizes tested; skips nothing |
+/// | `zero_copy` | `zero_copy_alloc_buffers` | `false` skips only the check that `alloc` buffers are counted in `Stats::zero_copy_sends`; delivery and content are still checked |
+/// | `copies_up_to` | `zero_copy_alloc_buffers` | `alloc` buffers up to this size are left out of that count |
+/// | `cross_process` | every `xproc_*` scenario | `false` reports them ignored: they need [`Backend::listen`], [`Backend::accept`] and [`Backend::connect`] |
+/// | `small_memory_bound` | `backpressure_send_waits_try_send_full` | the bound the held memory is checked against; skips nothing |
 #[derive(Clone, Debug)]
 pub struct Capabilities {
     /// Payload lengths where the backend changes representation (inline capacity, size-class
-    /// limits). Each is tested at −1, exactly, and +1 (within `max_payload`).
+    /// limits). Each is tested at −1, exactly, and +1 (within `max_payload`), because that is
+    /// where length and copy bugs live. Skips nothing.
     pub boundaries: Vec<usize>,
     /// Whether `alloc` buffers are sent without a copy (`Stats::zero_copy_sends` counts them).
+    /// When `false`, `zero_copy_alloc_buffers` does not check that count (a backend that copies
+    /// every payload has no zero-copy sends to count); it still checks every frame arrives
+    /// intact and that each send is counted once.
     pub zero_copy: bool,
     /// `alloc` buffers of at most this many bytes may be sent by copy even when `zero_copy` is
     /// set (a backend that carries small payloads inline, where a copy is cheaper than a
-    /// buffer reference); 0 when every `alloc` buffer is zero-copy.
+    /// buffer reference); 0 when every `alloc` buffer is zero-copy. Only narrows the zero-copy
+    /// count check.
     pub copies_up_to: usize,
-    /// Whether [`Backend::listen`]/[`Backend::connect`] work across processes.
+    /// Whether [`Backend::listen`]/[`Backend::connect`] work across processes. When `false`,
+    /// every `xproc_*` scenario (peer death, reconnection, graceful exit of a peer process) is
+    /// reported as ignored with the reason, since it needs a peer in another process.
     pub cross_process: bool,
     /// Upper bound, in bytes, of `Stats::buffer_bytes_in_use` on one endpoint of a pair made with
-    /// [`PairOptions::small`] whose peer stopped reading.
+    /// [`PairOptions::small`] whose peer stopped reading: `backpressure_send_waits_try_send_full`
+    /// checks memory stays within it (memory bounded by configuration). Skips nothing.
     pub small_memory_bound: u64,
 }
 
@@ -106,6 +144,13 @@ pub trait Backend: Send + Sync + 'static {
     fn connect(&self, _address: &str) -> impl Future<Output = Result<Self::T>> + Send {
         async { Err(unsupported(self.name(), "cross-process sessions")) }
     }
+
+    /// Scenarios this backend is known to fail, each with the reason (a bug being fixed). The
+    /// runner reports them as ignored with that reason and does not run them; run them anyway
+    /// with `--include-ignored` (or [`RunConfig::run_known_bugs`]). Empty by default.
+    fn known_bugs(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
 }
 
 fn unsupported(backend: &'static str, what: &str) -> transport_api::TransportError {
@@ -133,9 +178,18 @@ pub fn run_main<B: Backend>(backend: B) -> ExitCode {
         return code;
     }
     let args = libtest_mimic::Arguments::from_args();
-    let backend = Arc::new(backend);
-    let mut trials = scenarios::trials(&backend);
-    trials.extend(xproc::trials(&backend));
+    let mut config = RunConfig::from_env();
+    config.run_known_bugs = args.ignored || args.include_ignored;
+    eprintln!(
+        "conformance: backend `{}`, seed {} (replay with CONFORMANCE_SEED={}), scale {}, \
+         stall limit {:?}",
+        backend.name(),
+        config.seed,
+        config.seed,
+        config.scale,
+        config.stall
+    );
+    let trials = runner::trials(Arc::new(backend), config);
     libtest_mimic::run(&args, trials).exit_code()
 }
 

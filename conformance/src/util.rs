@@ -1,6 +1,5 @@
-//! Helpers shared by the scenarios: a seeded RNG, payload patterns, polling waits, runtimes.
+//! Helpers shared by the scenarios: a seeded RNG, payload patterns, polling waits.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 use transport_api::Frame;
 
@@ -101,40 +100,6 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> b
         tokio::task::yield_now().await;
     }
     Ok(())
-}
-
-/// Runs `fut` on a fresh multi-threaded runtime with `workers` threads, failing after `limit`.
-/// A watchdog thread aborts the process if even the runtime is wedged 30 s past the limit, so
-/// a broken backend can never hang the test run.
-pub fn run_scenario<F>(name: &str, workers: usize, limit: Duration, fut: F) -> Check
-where
-    F: Future<Output = Check> + Send,
-{
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot build a runtime: {e}"))?;
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let watchdog_name = name.to_string();
-    let watchdog = std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-            done_rx.recv_timeout(limit + Duration::from_secs(30))
-        {
-            eprintln!("conformance watchdog: scenario `{watchdog_name}` is wedged; aborting");
-            std::process::abort();
-        }
-    });
-    let result = rt.block_on(async {
-        match tokio::time::timeout(limit, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("scenario did not finish within {limit:?}")),
-        }
-    });
-    rt.shutdown_timeout(Duration::from_secs(5));
-    let _ = done_tx.send(());
-    let _ = watchdog.join();
-    result
 }
 
 /// A frame numbered `i` (in `msg_id` and the first 8 payload bytes) with a pattern payload of

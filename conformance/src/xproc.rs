@@ -2,12 +2,10 @@
 //! its role and the address to connect to through environment variables, and killed with
 //! SIGKILL at chosen or random points.
 
-use crate::scenarios::{SETTLE, to_failed};
-use crate::util::{
-    Check, Rng, check_numbered, check_pattern, numbered, pattern, run_scenario, wait_until,
-};
-use crate::{Backend, PairOptions, SCENARIO_TIMEOUT, check_idle, ensure};
-use libtest_mimic::{Completion, Trial};
+use crate::progress::{Probe, Progress};
+use crate::runner::{Cx, Scenario};
+use crate::util::{Check, Rng, check_numbered, check_pattern, numbered, pattern};
+use crate::{Backend, PairOptions, check_idle, ensure};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +51,10 @@ const ROLES: [(Role, &str); 7] = [
 ];
 
 const HELD_FRAMES: u64 = 1000;
+
+/// How long the peer process may take to start, connect or report; the stall watchdog
+/// usually ends a wait for a silent peer sooner.
+const SETTLE: Duration = Duration::from_secs(20);
 
 fn role_name(r: Role) -> &'static str {
     ROLES
@@ -175,10 +177,12 @@ async fn run_role<T: Transport>(role: Role, t: &T) -> Check {
 struct Peer {
     child: Child,
     lines: tokio::io::Lines<BufReader<ChildStdout>>,
+    progress: Progress,
 }
 
 impl Peer {
-    fn spawn(role: Role, addr: &str) -> Result<Peer, String> {
+    fn spawn(role: Role, addr: &str, progress: &Progress) -> Result<Peer, String> {
+        progress.step(format!("spawning a `{}` peer process", role_name(role)));
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut child = Command::new(exe)
             .env(ROLE_ENV, role_name(role))
@@ -193,10 +197,13 @@ impl Peer {
         Ok(Peer {
             child,
             lines: BufReader::new(stdout).lines(),
+            progress: progress.clone(),
         })
     }
 
     async fn expect_line(&mut self, want: &str) -> Check {
+        self.progress
+            .step(format!("waiting for the peer process to say `{want}`"));
         match tokio::time::timeout(SETTLE, self.lines.next_line()).await {
             Ok(Ok(Some(l))) if l == want => Ok(()),
             Ok(Ok(Some(l))) => Err(format!("the peer said `{l}`, expected `{want}`")),
@@ -208,6 +215,7 @@ impl Peer {
 
     /// SIGKILL and reap; returns the instant of the kill.
     async fn kill(&mut self) -> Result<Instant, String> {
+        self.progress.step("killing the peer process");
         self.child.start_kill().map_err(|e| format!("kill: {e}"))?;
         let at = Instant::now();
         self.child.wait().await.map_err(|e| format!("wait: {e}"))?;
@@ -215,6 +223,7 @@ impl Peer {
     }
 
     async fn wait_success(&mut self) -> Check {
+        self.progress.step("waiting for the peer process to exit");
         let st = tokio::time::timeout(SETTLE, self.child.wait())
             .await
             .map_err(|_| "the peer did not exit".to_string())?
@@ -228,14 +237,19 @@ async fn start<B: Backend>(
     b: &B,
     opts: PairOptions,
     role: Role,
-) -> Result<(B::Listener, Peer, B::T), String> {
+    cx: &Cx,
+) -> Result<(B::Listener, Peer, Probe<B::T>), String> {
     let (listener, addr) = b.listen(opts).await.map_err(|e| format!("listen: {e}"))?;
-    let peer = Peer::spawn(role, &addr)?;
+    let peer = Peer::spawn(role, &addr, &cx.progress)?;
+    cx.step(format!(
+        "waiting for the `{}` peer process to connect",
+        role_name(role)
+    ));
     let t = tokio::time::timeout(SETTLE, b.accept(&listener))
         .await
         .map_err(|_| format!("no peer connected within {SETTLE:?}"))?
         .map_err(|e| format!("accept: {e}"))?;
-    Ok((listener, peer, t))
+    Ok((listener, peer, cx.progress.probe("the local endpoint", t)))
 }
 
 /// Receives until the session ends, checking the numbering continues from `next`; returns the
@@ -255,8 +269,10 @@ async fn drain_numbered<T: Transport>(
     }
 }
 
-async fn settle_idle_one<T: Transport>(t: &T) -> Check {
-    let _ = wait_until("the survivor is idle", SETTLE, || t.stats().is_idle()).await;
+async fn settle_idle_one<T: Transport>(t: &T, cx: &Cx) -> Check {
+    let _ = cx
+        .wait_until("the survivor is idle", || t.stats().is_idle())
+        .await;
     check_idle("the survivor", &t.stats())
 }
 
@@ -268,8 +284,8 @@ fn died(e: &TransportError, what: &str) -> Check {
     Ok(())
 }
 
-async fn kill_after_send<B: Backend>(b: Arc<B>) -> Check {
-    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::SendThenHold).await?;
+async fn kill_after_send<B: Backend>(b: Arc<B>, cx: Cx) -> Check {
+    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::SendThenHold, &cx).await?;
     // Receive concurrently (the peer may need room to finish sending), kill it once every
     // one of its sends has returned Ok, and check that all of them arrive before PeerDied.
     let t = Arc::new(t);
@@ -285,14 +301,14 @@ async fn kill_after_send<B: Backend>(b: Arc<B>) -> Check {
         "{n} frames delivered, the dead peer had sent {HELD_FRAMES}"
     );
     died(&e, "after draining a killed peer")?;
-    settle_idle_one(&*t).await
+    settle_idle_one(&*t, &cx).await
 }
 
-async fn kill_mid_stream<B: Backend>(b: Arc<B>) -> Check {
-    let seed = Rng::seed_from_env();
+async fn kill_mid_stream<B: Backend>(b: Arc<B>, cx: Cx) -> Check {
+    let seed = cx.seed;
     let mut rng = Rng::new(seed);
     for round in 0..3 {
-        let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::Stream).await?;
+        let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::Stream, &cx).await?;
         let stop = 1 + rng.below(20_000);
         let mut next = 0;
         while next < stop {
@@ -309,13 +325,13 @@ async fn kill_mid_stream<B: Backend>(b: Arc<B>) -> Check {
             &e,
             &format!("round {round} (seed {seed}): after {n} frames"),
         )?;
-        settle_idle_one(&t).await?;
+        settle_idle_one(&t, &cx).await?;
     }
     Ok(())
 }
 
-async fn kill_while_blocked_in_recv<B: Backend>(b: Arc<B>) -> Check {
-    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::Idle).await?;
+async fn kill_while_blocked_in_recv<B: Backend>(b: Arc<B>, cx: Cx) -> Check {
+    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::Idle, &cx).await?;
     peer.expect_line("ready").await?;
     let t = Arc::new(t);
     let rw = t.stats().recv_waits;
@@ -323,7 +339,8 @@ async fn kill_while_blocked_in_recv<B: Backend>(b: Arc<B>) -> Check {
         let t = t.clone();
         tokio::spawn(async move { (t.recv().await, Instant::now()) })
     };
-    wait_until("the recv is blocked", SETTLE, || t.stats().recv_waits > rw).await?;
+    cx.wait_until("the recv is blocked", || t.stats().recv_waits > rw)
+        .await?;
     let killed = peer.kill().await?;
     let (r, woke) = tokio::time::timeout(DEATH_LIMIT, waiter)
         .await
@@ -337,11 +354,11 @@ async fn kill_while_blocked_in_recv<B: Backend>(b: Arc<B>) -> Check {
         "death noticed by a blocked recv after {:?}",
         woke.saturating_duration_since(killed)
     );
-    settle_idle_one(&*t).await
+    settle_idle_one(&*t, &cx).await
 }
 
-async fn kill_while_blocked_in_send<B: Backend>(b: Arc<B>) -> Check {
-    let (_l, mut peer, t) = start(&*b, PairOptions::SMALL, Role::Idle).await?;
+async fn kill_while_blocked_in_send<B: Backend>(b: Arc<B>, cx: Cx) -> Check {
+    let (_l, mut peer, t) = start(&*b, PairOptions::SMALL, Role::Idle, &cx).await?;
     peer.expect_line("ready").await?;
     let t = Arc::new(t);
     let sender = {
@@ -356,7 +373,8 @@ async fn kill_while_blocked_in_send<B: Backend>(b: Arc<B>) -> Check {
             }
         })
     };
-    wait_until("the send is blocked", SETTLE, || t.stats().send_waits > 0).await?;
+    cx.wait_until("the send is blocked", || t.stats().send_waits > 0)
+        .await?;
     let killed = peer.kill().await?;
     let (e, woke) = tokio::time::timeout(DEATH_LIMIT, sender)
         .await
@@ -367,13 +385,13 @@ async fn kill_while_blocked_in_send<B: Backend>(b: Arc<B>) -> Check {
         "death noticed by a blocked send after {:?}",
         woke.saturating_duration_since(killed)
     );
-    settle_idle_one(&*t).await
+    settle_idle_one(&*t, &cx).await
 }
 
-async fn kill_receiver_mid_stream<B: Backend>(b: Arc<B>) -> Check {
-    let seed = Rng::seed_from_env();
+async fn kill_receiver_mid_stream<B: Backend>(b: Arc<B>, cx: Cx) -> Check {
+    let seed = cx.seed;
     let mut rng = Rng::new(seed);
-    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::Sink).await?;
+    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::Sink, &cx).await?;
     let stop = 1 + rng.below(20_000);
     for i in 0..stop {
         t.send(numbered(i, 64 + (i as usize % 2000)))
@@ -393,17 +411,17 @@ async fn kill_receiver_mid_stream<B: Backend>(b: Arc<B>) -> Check {
         );
     };
     died(&e, "send to a killed receiver")?;
-    settle_idle_one(&t).await
+    settle_idle_one(&t, &cx).await
 }
 
-async fn kill_while_holding_buffers<B: Backend>(b: Arc<B>) -> Check {
-    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::HoldBuffers).await?;
+async fn kill_while_holding_buffers<B: Backend>(b: Arc<B>, cx: Cx) -> Check {
+    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::HoldBuffers, &cx).await?;
     peer.expect_line("ready").await?;
     peer.kill().await?;
     let (n, e) = drain_numbered(&t, 0).await?;
     ensure!(n == 10, "{n} frames delivered, the dead peer had sent 10");
     died(&e, "after a peer holding buffers died")?;
-    settle_idle_one(&t).await
+    settle_idle_one(&t, &cx).await
 }
 
 async fn echo_exchange<T: Transport>(t: &T, sizes: &[usize]) -> Check {
@@ -424,17 +442,18 @@ async fn echo_exchange<T: Transport>(t: &T, sizes: &[usize]) -> Check {
     Ok(())
 }
 
-async fn reconnect_after_death<B: Backend>(b: Arc<B>) -> Check {
+async fn reconnect_after_death<B: Backend>(b: Arc<B>, cx: Cx) -> Check {
     let (listener, addr) = b
         .listen(PairOptions::DEFAULT)
         .await
         .map_err(|e| format!("listen: {e}"))?;
     for generation in 0..3 {
-        let mut peer = Peer::spawn(Role::Idle, &addr)?;
+        let mut peer = Peer::spawn(Role::Idle, &addr, &cx.progress)?;
         let t = tokio::time::timeout(SETTLE, b.accept(&listener))
             .await
             .map_err(|_| format!("peer {generation} did not connect"))?
             .map_err(|e| format!("accept #{generation}: {e}"))?;
+        let t = cx.progress.probe("the local endpoint", t);
         peer.expect_line("ready").await?;
         peer.kill().await?;
         let r = t.recv().await;
@@ -442,30 +461,31 @@ async fn reconnect_after_death<B: Backend>(b: Arc<B>) -> Check {
             &r.err().ok_or("a frame from an idle peer")?,
             "after the kill",
         )?;
-        settle_idle_one(&t).await?;
+        settle_idle_one(&t, &cx).await?;
     }
-    let mut peer = Peer::spawn(Role::Echo, &addr)?;
+    let mut peer = Peer::spawn(Role::Echo, &addr, &cx.progress)?;
     let t = tokio::time::timeout(SETTLE, b.accept(&listener))
         .await
         .map_err(|_| "the replacement peer did not connect".to_string())?
         .map_err(|e| format!("accept of the replacement: {e}"))?;
+    let t = cx.progress.probe("the local endpoint", t);
     echo_exchange(&t, &[0, 1, 100, 5000, 70_000.min(t.max_payload())]).await?;
     t.close();
     peer.wait_success().await?;
-    settle_idle_one(&t).await
+    settle_idle_one(&t, &cx).await
 }
 
-async fn echo_integrity<B: Backend>(b: Arc<B>) -> Check {
-    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::Echo).await?;
+async fn echo_integrity<B: Backend>(b: Arc<B>, cx: Cx) -> Check {
+    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::Echo, &cx).await?;
     let sizes = crate::scenarios::sizes(&b.capabilities(), t.max_payload());
     echo_exchange(&t, &sizes).await?;
     t.close();
     peer.wait_success().await?;
-    settle_idle_one(&t).await
+    settle_idle_one(&t, &cx).await
 }
 
-async fn graceful_close<B: Backend>(b: Arc<B>) -> Check {
-    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::SendThenClose).await?;
+async fn graceful_close<B: Backend>(b: Arc<B>, cx: Cx) -> Check {
+    let (_l, mut peer, t) = start(&*b, PairOptions::DEFAULT, Role::SendThenClose, &cx).await?;
     let (n, e) = drain_numbered(&t, 0).await?;
     ensure!(
         n == HELD_FRAMES,
@@ -476,37 +496,25 @@ async fn graceful_close<B: Backend>(b: Arc<B>) -> Check {
         "a peer that closed and exited: expected Closed, got {e:?}"
     );
     peer.wait_success().await?;
-    settle_idle_one(&t).await
+    settle_idle_one(&t, &cx).await
 }
 
-macro_rules! xproc_trials {
-    ($trials:ident, $backend:ident, $( $name:literal => $f:path ),* $(,)?) => {$(
-        {
-            let b = $backend.clone();
-            $trials.push(Trial::ignorable_test($name, move || {
-                if !b.capabilities().cross_process {
-                    return Ok(Completion::ignored_with(format!(
-                        "skipped: the `{}` backend has no cross-process mode", b.name()
-                    )));
-                }
-                to_failed(run_scenario($name, 2, SCENARIO_TIMEOUT, $f(b))).map(|()| Completion::Completed)
-            }));
-        }
-    )*};
-}
-
-pub(crate) fn trials<B: Backend>(backend: &Arc<B>) -> Vec<Trial> {
-    let mut t = Vec::new();
-    xproc_trials!(t, backend,
-        "xproc_echo_integrity" => echo_integrity,
-        "xproc_graceful_close_then_exit" => graceful_close,
-        "xproc_kill_after_send_delivers_everything" => kill_after_send,
-        "xproc_kill_sender_mid_stream_random" => kill_mid_stream,
-        "xproc_kill_receiver_mid_stream_random" => kill_receiver_mid_stream,
-        "xproc_kill_while_blocked_in_recv" => kill_while_blocked_in_recv,
-        "xproc_kill_while_blocked_in_send" => kill_while_blocked_in_send,
-        "xproc_kill_while_peer_holds_buffers" => kill_while_holding_buffers,
-        "xproc_reconnect_after_death" => reconnect_after_death,
-    );
-    t
+/// Every cross-process scenario, in suite order.
+pub(crate) fn list<B: Backend>() -> Vec<Scenario<B>> {
+    macro_rules! xproc {
+        ($name:literal => $f:path) => {
+            Scenario::new($name, true, |b: Arc<B>, cx: Cx| Box::pin($f(b, cx)))
+        };
+    }
+    vec![
+        xproc!("xproc_echo_integrity" => echo_integrity),
+        xproc!("xproc_graceful_close_then_exit" => graceful_close),
+        xproc!("xproc_kill_after_send_delivers_everything" => kill_after_send),
+        xproc!("xproc_kill_sender_mid_stream_random" => kill_mid_stream),
+        xproc!("xproc_kill_receiver_mid_stream_random" => kill_receiver_mid_stream),
+        xproc!("xproc_kill_while_blocked_in_recv" => kill_while_blocked_in_recv),
+        xproc!("xproc_kill_while_blocked_in_send" => kill_while_blocked_in_send),
+        xproc!("xproc_kill_while_peer_holds_buffers" => kill_while_holding_buffers),
+        xproc!("xproc_reconnect_after_death" => reconnect_after_death),
+    ]
 }

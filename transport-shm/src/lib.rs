@@ -84,11 +84,11 @@ pub use rendezvous::{
     connect_config, connect_with, from_inherited, pair, spawn_peer,
 };
 
-/// Inspection of a running hub through its admin socket (`PATH.admin`): [`query`] returns a
-/// [`HubReport`] of its peers, for processes of the host's uid only. `transport-inspect hub
-/// PATH` prints it.
 #[cfg(not(loom))]
 pub mod hub_admin {
+    //! Inspection of a running hub through its admin socket (`PATH.admin`): [`query`] returns
+    //! a [`HubReport`] of its peers, for processes of the host's uid only. `transport-inspect
+    //! hub PATH` prints it.
     pub use crate::hub::admin::{
         ADMIN_MAGIC, AdminAnswer, AdminError, HubReport, MAX_ANSWER, PeerReport, REQ_REPORT,
         admin_path, query,
