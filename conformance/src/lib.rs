@@ -46,6 +46,9 @@ pub struct Capabilities {
     /// Upper bound, in bytes, of `Stats::buffer_bytes_in_use` on one endpoint of a pair made with
     /// [`PairOptions::small`] whose peer stopped reading.
     pub small_memory_bound: u64,
+    /// The backend declares a peer dead after this much silence (a peer stopped without
+    /// closing); `None` skips the silent-peer scenario.
+    pub liveness: Option<Duration>,
 }
 
 /// How to size a pair for a scenario.
