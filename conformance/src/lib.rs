@@ -26,6 +26,7 @@ use std::time::Duration;
 use transport_api::{Result, Stats, Transport};
 
 mod scenarios;
+mod silent_peer;
 pub mod util;
 mod xproc;
 
@@ -139,6 +140,7 @@ pub fn run_main<B: Backend>(backend: B) -> ExitCode {
     let backend = Arc::new(backend);
     let mut trials = scenarios::trials(&backend);
     trials.extend(xproc::trials(&backend));
+    trials.extend(silent_peer::trials(&backend));
     libtest_mimic::run(&args, trials).exit_code()
 }
 

@@ -25,7 +25,7 @@ const DEATH_LIMIT: Duration = Duration::from_secs(2);
 
 /// The roles a child process can play.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     /// Send N numbered frames, print `sent`, then wait to be killed.
     SendThenHold,
     /// Send numbered frames of varied sizes forever; print `started` after the first 100.
@@ -172,8 +172,8 @@ async fn run_role<T: Transport>(role: Role, t: &T) -> Check {
 }
 
 /// A spawned peer process. Killed on drop, so no child outlives a failed scenario.
-struct Peer {
-    child: Child,
+pub(crate) struct Peer {
+    pub(crate) child: Child,
     lines: tokio::io::Lines<BufReader<ChildStdout>>,
 }
 
@@ -196,7 +196,7 @@ impl Peer {
         })
     }
 
-    async fn expect_line(&mut self, want: &str) -> Check {
+    pub(crate) async fn expect_line(&mut self, want: &str) -> Check {
         match tokio::time::timeout(SETTLE, self.lines.next_line()).await {
             Ok(Ok(Some(l))) if l == want => Ok(()),
             Ok(Ok(Some(l))) => Err(format!("the peer said `{l}`, expected `{want}`")),
@@ -207,7 +207,7 @@ impl Peer {
     }
 
     /// SIGKILL and reap; returns the instant of the kill.
-    async fn kill(&mut self) -> Result<Instant, String> {
+    pub(crate) async fn kill(&mut self) -> Result<Instant, String> {
         self.child.start_kill().map_err(|e| format!("kill: {e}"))?;
         let at = Instant::now();
         self.child.wait().await.map_err(|e| format!("wait: {e}"))?;
@@ -224,7 +224,7 @@ impl Peer {
     }
 }
 
-async fn start<B: Backend>(
+pub(crate) async fn start<B: Backend>(
     b: &B,
     opts: PairOptions,
     role: Role,
@@ -255,12 +255,12 @@ async fn drain_numbered<T: Transport>(
     }
 }
 
-async fn settle_idle_one<T: Transport>(t: &T) -> Check {
+pub(crate) async fn settle_idle_one<T: Transport>(t: &T) -> Check {
     let _ = wait_until("the survivor is idle", SETTLE, || t.stats().is_idle()).await;
     check_idle("the survivor", &t.stats())
 }
 
-fn died(e: &TransportError, what: &str) -> Check {
+pub(crate) fn died(e: &TransportError, what: &str) -> Check {
     ensure!(
         matches!(e, TransportError::PeerDied),
         "{what}: expected PeerDied, got {e:?}"

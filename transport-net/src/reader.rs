@@ -69,6 +69,7 @@ pub(crate) async fn run(sh: Arc<Shared>) {
             }
         }
     };
+    lock(&sh.state).reader_done = true;
     sh.finish(end);
 }
 

@@ -44,6 +44,9 @@ pub(crate) struct State {
     pub(crate) end: Option<End>,
     /// `close()` was called here: every operation reports `Closed` from then on.
     pub(crate) closed_locally: bool,
+    /// The reader task ended: no more frames arrive. Until then, `recv` keeps waiting for
+    /// frames the peer sent before the link broke (a failed write does not lose them).
+    pub(crate) reader_done: bool,
     /// The socket is finished with (peer gone, peer closed, corrupt input, write failure):
     /// nothing more is written or read.
     pub(crate) link_down: bool,
@@ -126,6 +129,7 @@ impl Shared {
         }
         let link_ends = !matches!(end, End::LocalClose);
         let already_down = st.link_down;
+        let reader_done = st.reader_done;
         if link_ends {
             st.link_down = true;
         }
@@ -144,6 +148,9 @@ impl Shared {
         if link_ends && !already_down {
             lock(&self.out).clear(&self.gauges);
             self.gauges.written.notify_waiters();
+        }
+        if reader_done {
+            // Nothing more is read or written: the peer sees the end at once.
             self.sock.shutdown(rustix::net::Shutdown::Both);
         }
         match (&was, &end) {
@@ -290,8 +297,8 @@ impl Shared {
         }
         let Some(f) = st.rx.pop_front() else {
             return match &st.end {
-                Some(e) => Err(e.error()),
-                None => Ok(None),
+                Some(e) if st.reader_done => Err(e.error()),
+                _ => Ok(None),
             };
         };
         drop(st);
