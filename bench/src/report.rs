@@ -543,6 +543,48 @@ const TARGETS: &[Target] = &[
         1 << 20,
         1.0,
     ),
+    target(
+        "rtt 8 B: tcp / tcp-codec",
+        ("tcp", "tcp-codec"),
+        Mode::Rtt,
+        8,
+        1.1,
+    ),
+    target(
+        "stream 64 B (coalescing): tcp / tcp-codec",
+        ("tcp", "tcp-codec"),
+        Mode::Stream,
+        64,
+        2.0,
+    ),
+    target(
+        "stream 1 MiB: tcp / tcp-codec",
+        ("tcp", "tcp-codec"),
+        Mode::Stream,
+        1 << 20,
+        0.9,
+    ),
+    target(
+        "rtt 8 B: unix-net / unix-codec",
+        ("unix-net", "unix-codec"),
+        Mode::Rtt,
+        8,
+        1.1,
+    ),
+    target(
+        "stream 64 B (coalescing): unix-net / unix-codec",
+        ("unix-net", "unix-codec"),
+        Mode::Stream,
+        64,
+        2.0,
+    ),
+    target(
+        "stream 1 MiB: unix-net / unix-codec",
+        ("unix-net", "unix-codec"),
+        Mode::Stream,
+        1 << 20,
+        0.9,
+    ),
 ];
 
 /// The target check: for each target whose two cells were measured, the ratio in every round
