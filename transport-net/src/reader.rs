@@ -23,6 +23,11 @@ pub(crate) async fn run(sh: Arc<Shared>) {
     let mut buf = BytesMut::with_capacity(CHUNK);
     let end = loop {
         let mut delivered = false;
+        if lock(&sh.state).closed_locally {
+            // Closed here: input is only waited through (until the peer's end of stream) and
+            // dropped; `close()` may also have read some of it away.
+            buf.clear();
+        }
         let need = loop {
             match wire::parse(&buf, sh.max_payload) {
                 Err(e) => {

@@ -261,7 +261,14 @@ impl Shared {
         let mut out = lock(&self.out);
         out.queue_close();
         match out.flush_blocking(&self.sock, &self.gauges, self.keepalive) {
-            Ok(()) => self.sock.shutdown(rustix::net::Shutdown::Write),
+            Ok(()) => {
+                self.sock.shutdown(rustix::net::Shutdown::Write);
+                // Input left unread when a TCP socket is closed makes the kernel reset the
+                // connection and drop what it has not sent yet (the last frames, the close).
+                // Nothing read after a local close is used, so read it away now, for a
+                // process that exits right after `close()`.
+                self.sock.discard_input();
+            }
             Err(e) => {
                 drop(out);
                 self.write_failed(e);

@@ -98,6 +98,17 @@ impl Sock {
         };
     }
 
+    /// Reads and drops whatever input is pending, without waiting.
+    pub(crate) fn discard_input(&self) {
+        use rustix::net::{RecvFlags, recv};
+        let mut sink = [0u8; 4096];
+        while let Ok((n, _)) = recv(self.fd(), &mut sink, RecvFlags::DONTWAIT) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
     /// The socket's descriptor.
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
