@@ -120,11 +120,14 @@ enum Inner {
 
 /// A listening `tcp://` or `unix://` endpoint.
 ///
-/// [`accept`](NetListener::accept) runs each peer's handshake; a peer whose hello is bad,
-/// truncated or late is logged and skipped, and the listener goes on with the next one.
+/// [`accept`](NetListener::accept) runs the peers' handshakes concurrently: a slow or silent
+/// peer delays no other, and a peer whose hello is bad, truncated or late is logged and
+/// skipped.
 pub struct NetListener {
     inner: Inner,
     config: NetConfig,
+    /// Handshakes in progress; kept across `accept` calls, so a dropped `accept` loses none.
+    handshakes: tokio::sync::Mutex<tokio::task::JoinSet<Result<NetTransport>>>,
 }
 
 impl std::fmt::Debug for NetListener {
@@ -148,6 +151,7 @@ impl NetListener {
         Ok(NetListener {
             inner: Inner::Tcp(l),
             config,
+            handshakes: Default::default(),
         })
     }
 
@@ -176,6 +180,7 @@ impl NetListener {
                 id: (meta.dev(), meta.ino()),
             },
             config,
+            handshakes: Default::default(),
         })
     }
 
@@ -197,22 +202,40 @@ impl NetListener {
         }
     }
 
-    /// Waits for the next peer whose handshake succeeds.
+    /// Waits for the next peer whose handshake succeeds. Cancel-safe: handshakes under way
+    /// when the future is dropped complete in a later call.
     pub async fn accept(&self) -> Result<NetTransport> {
+        let mut handshakes = self.handshakes.lock().await;
         loop {
-            let sock = match &self.inner {
-                Inner::Tcp(l) => Sock::Tcp(l.accept().await?.0),
-                Inner::Unix { listener, .. } => Sock::Unix(listener.accept().await?.0),
-            };
-            match NetTransport::start(sock, self.backend(), &self.config, "accept").await {
-                Ok(t) => return Ok(t),
-                Err(e) => tracing::warn!(
-                    listener = %self.local_address(),
-                    error = %e,
-                    "a peer failed the handshake; it was dropped"
-                ),
+            tokio::select! {
+                Some(done) = handshakes.join_next(), if !handshakes.is_empty() => match done {
+                    Ok(Ok(t)) => return Ok(t),
+                    Ok(Err(e)) => tracing::warn!(
+                        listener = %self.local_address(),
+                        error = %e,
+                        "a peer failed the handshake; it was dropped"
+                    ),
+                    Err(e) => tracing::warn!(
+                        listener = %self.local_address(),
+                        error = %e,
+                        "a handshake task ended abnormally"
+                    ),
+                },
+                sock = self.accept_socket() => {
+                    let (sock, backend, config) = (sock?, self.backend(), self.config.clone());
+                    handshakes.spawn(async move {
+                        NetTransport::start(sock, backend, &config, "accept").await
+                    });
+                }
             }
         }
+    }
+
+    async fn accept_socket(&self) -> Result<Sock> {
+        Ok(match &self.inner {
+            Inner::Tcp(l) => Sock::Tcp(l.accept().await?.0),
+            Inner::Unix { listener, .. } => Sock::Unix(listener.accept().await?.0),
+        })
     }
 }
 

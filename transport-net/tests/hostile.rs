@@ -286,3 +286,22 @@ async fn a_silent_peer_fails_the_handshake_after_handshake_ms() {
     assert_eq!(server.recv().await.unwrap().bytes(), b"x");
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_does_not_delay_the_next_one() {
+    // With a handshake timeout far beyond the hang guard, a listener that handled handshakes
+    // one at a time would stall behind the silent client and fail the guard.
+    let l = NetListener::bind_tcp(
+        "127.0.0.1:0",
+        NetConfig {
+            handshake_timeout: Duration::from_secs(600),
+            ..NetConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let addr = l.local_address();
+    let silent = TcpStream::connect(&addr).await.unwrap();
+    still_serves(&l, &addr).await;
+    drop(silent);
+}
