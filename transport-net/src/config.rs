@@ -30,7 +30,8 @@ pub struct NetConfig {
     /// Silence after which the peer is declared dead (`keepalive_ms`, 20..=3600000; default
     /// 10 s). Also the kernel's `TCP_USER_TIMEOUT`.
     pub keepalive: Duration,
-    /// Longest wait for the peer's hello (`handshake_ms`, 1..=600000; default 10 s).
+    /// Longest wait for the peer's hello, and for a TCP connection to be established
+    /// (`handshake_ms`, 1..=600000; default 10 s).
     pub handshake_timeout: Duration,
 }
 

@@ -74,7 +74,16 @@ pub async fn connect_tcp(addr: &str, cfg: &NetConfig) -> Result<NetTransport> {
     }
     let mut last = None;
     for target in targets {
-        match TcpStream::connect(target).await {
+        // A host that drops packets would keep the kernel trying for minutes.
+        let attempt = tokio::time::timeout(cfg.handshake_timeout, TcpStream::connect(target))
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {:?}", cfg.handshake_timeout),
+                ))
+            });
+        match attempt {
             Ok(s) => return NetTransport::start(Sock::Tcp(s), "tcp", cfg, "connect").await,
             Err(e) => last = Some(named(e, format!("connecting to tcp://{addr} ({target})"))),
         }
