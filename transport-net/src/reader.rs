@@ -120,7 +120,7 @@ fn handle(sh: &Shared, p: Parsed, buf: &mut BytesMut, delivered: &mut bool) -> S
             };
             let mut st = lock(&sh.state);
             st.received += wire_len as u64;
-            let unconsumed = st.received - sh.consumed.load(Relaxed);
+            let unconsumed = st.received.saturating_sub(sh.consumed.load(Relaxed));
             let bound = sh.own_window.max(wire::cost(sh.max_payload));
             if unconsumed > bound {
                 let detail = format!(

@@ -186,7 +186,7 @@ impl Shared {
             if let Some(end) = &st.end {
                 return Err(end.error());
             }
-            let outstanding = st.sent - st.acked;
+            let outstanding = st.sent.saturating_sub(st.acked);
             if outstanding > 0 && outstanding + cost > self.peer_window {
                 return Ok(None);
             }
@@ -314,7 +314,7 @@ impl Shared {
         self.gauges.rx_bytes.fetch_sub(len, Relaxed);
         let consumed =
             self.consumed.fetch_add(wire::cost(len as usize), Relaxed) + wire::cost(len as usize);
-        let ungranted = consumed - self.granted.load(Relaxed);
+        let ungranted = consumed.saturating_sub(self.granted.load(Relaxed));
         if ungranted >= self.own_window / 4 || self.peer_wants.load(Relaxed) {
             self.writer_wake.notify_one();
         }
