@@ -347,6 +347,10 @@ impl Drop for Pending<'_> {
 /// otherwise), so a dropped `send` never leaves part of a frame on the wire. Received frames are
 /// taken in arrival order by any number of receivers. Dropping the handle closes the session
 /// gracefully.
+///
+/// `close()` (and drop) writes the close message before returning, so a process may exit right
+/// after it; if the socket is full at that moment it waits for the peer to read, blocking the
+/// calling thread for at most `keepalive_ms`.
 pub struct NetTransport {
     shared: Arc<Shared>,
 }
