@@ -65,7 +65,8 @@
 //! reader task reads in large chunks and hands payloads out as `Bytes` slices of its buffer
 //! (no copy; payloads of at most 64 bytes are copied into the frame itself, no allocation).
 //! `close()` writes the close message before it returns (waiting, at most `keepalive_ms`, for
-//! room in the socket), so a process may exit right after it. Nothing here uses `unsafe`.
+//! room in the socket) and, over TCP on a multi-thread runtime, waits for the peer to answer it,
+//! so a process may exit right after it. Nothing here uses `unsafe`.
 //!
 //! The streams are plaintext: use them on trusted networks, or tunnel them.
 

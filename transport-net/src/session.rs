@@ -263,11 +263,21 @@ impl Shared {
         match out.flush_blocking(&self.sock, &self.gauges, self.keepalive) {
             Ok(()) => {
                 self.sock.shutdown(rustix::net::Shutdown::Write);
-                // Input left unread when a TCP socket is closed makes the kernel reset the
-                // connection and drop what it has not sent yet (the last frames, the close).
-                // Nothing read after a local close is used, so read it away now, for a
-                // process that exits right after `close()`.
-                self.sock.discard_input();
+                // Input left unread when a TCP socket is closed, or arriving after, makes the
+                // kernel reset the connection and drop what it has not sent yet (the last
+                // frames, the close). So that a process may exit right after `close()`, wait
+                // (at most `keepalive_ms`) for the peer to answer the close with its end of
+                // stream, reading away what comes before it: nothing read after a local close
+                // is used. A current-thread runtime could not run an in-process peer
+                // meanwhile, so there only what is pending is read away.
+                let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                });
+                if matches!(self.sock, Sock::Tcp(_)) && multi_thread {
+                    tokio::task::block_in_place(|| self.sock.drain_until_eof(self.keepalive));
+                } else {
+                    self.sock.discard_input();
+                }
             }
             Err(e) => {
                 drop(out);
@@ -349,8 +359,10 @@ impl Drop for Pending<'_> {
 /// gracefully.
 ///
 /// `close()` (and drop) writes the close message before returning, so a process may exit right
-/// after it; if the socket is full at that moment it waits for the peer to read, blocking the
-/// calling thread for at most `keepalive_ms`.
+/// after it: if the socket is full it waits for the peer to read, and over TCP on a multi-thread
+/// runtime it also waits for the peer to answer the close (the kernel would otherwise reset a
+/// connection still receiving, dropping its last unsent bytes), each for at most
+/// `keepalive_ms`, blocking the calling thread (through `block_in_place` where it may).
 pub struct NetTransport {
     shared: Arc<Shared>,
 }

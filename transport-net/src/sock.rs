@@ -109,6 +109,35 @@ impl Sock {
         }
     }
 
+    /// Reads and drops input until end of stream, waiting at most `limit` in this thread.
+    pub(crate) fn drain_until_eof(&self, limit: Duration) {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        use rustix::net::{RecvFlags, recv};
+        let deadline = std::time::Instant::now() + limit;
+        let mut sink = [0u8; 4096];
+        loop {
+            match recv(self.fd(), &mut sink, RecvFlags::DONTWAIT) {
+                Ok((0, _)) => return,
+                Ok(_) => continue,
+                Err(rustix::io::Errno::AGAIN) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return,
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(t) = Timespec::try_from(left) else {
+                return;
+            };
+            if left.is_zero() {
+                return;
+            }
+            let fd = self.fd();
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            if poll(&mut fds, Some(&t)).is_err() {
+                return;
+            }
+        }
+    }
+
     /// The socket's descriptor.
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
