@@ -11,6 +11,9 @@
 //! - [`inproc`]: runs a `Transport` backend between two pinned threads of one process;
 //! - [`unix`], [`eventfd`], [`spin`]: the baselines (raw tokio `UnixStream`, blocking eventfd
 //!   ping-pong, shared-memory spin ping-pong and SPSC ring);
+//! - [`codec`]: the baselines of the network backends, tokio TCP and Unix streams framed with
+//!   `tokio_util`'s `LengthDelimitedCodec` as a user would write them (`tcp-codec`,
+//!   `unix-codec`);
 //! - [`hub`]: the transport-shm hub rows (host ↔ one peer, fan-in from N peer processes,
 //!   attach and death-reclaim costs);
 //! - [`unix_transport`]: a bench-only `Transport` over a Unix socket (the `unix-t` row), which
@@ -27,6 +30,7 @@
 
 pub mod chart;
 pub mod cli;
+pub mod codec;
 pub mod cross;
 pub mod eventfd;
 pub mod generic;

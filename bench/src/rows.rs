@@ -30,7 +30,7 @@ use super::proto::{Budget, GAP_SIZE, GAPS, SIZES, size_label};
 use super::report::{self, Mode, Record};
 pub use super::session::Session;
 use super::unix_transport::UnixFramed;
-use super::{BenchError, BenchResult, cross, eventfd, hub, inproc, spin, unix};
+use super::{BenchError, BenchResult, codec, cross, eventfd, hub, inproc, spin, unix};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,76 @@ pub const ROWS: &[Row] = &[
             })?))
         },
         child: Some(|a| cross::child(a, |path| async move { UnixFramed::connect(&path).await })),
+        costs: &[],
+    },
+    Row {
+        name: "tcp-codec",
+        about: "tokio TcpStream + tokio_util LengthDelimitedCodec by hand, two processes \
+                (baseline of `tcp`)",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        gaps: false,
+        peer: None,
+        start: |p| Ok(Box::new(codec::start_tcp(p)?)),
+        child: Some(codec::tcp_child),
+        costs: &[],
+    },
+    Row {
+        name: "unix-codec",
+        about: "tokio UnixStream + tokio_util LengthDelimitedCodec by hand, two processes \
+                (baseline of `unix-net`)",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        gaps: false,
+        peer: None,
+        start: |p| Ok(Box::new(codec::start_unix(p)?)),
+        child: Some(codec::unix_child),
+        costs: &[],
+    },
+    Row {
+        name: "tcp",
+        about: "transport-net tcp:// over loopback, two processes",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        gaps: false,
+        peer: None,
+        start: |p| {
+            Ok(Box::new(cross::parent(p, "tcp", |path| async move {
+                let config = transport_net::NetConfig::default();
+                let l = transport_net::NetListener::bind_tcp("127.0.0.1:0", config).await?;
+                codec::publish(&path, &l.local_address())
+                    .map_err(|e| transport_api::TransportError::Config(e.to_string()))?;
+                l.accept().await
+            })?))
+        },
+        child: Some(|a| {
+            cross::child(a, |path| async move {
+                let addr = std::fs::read_to_string(&path)?;
+                transport_net::connect_tcp(addr.trim(), &transport_net::NetConfig::default()).await
+            })
+        }),
+        costs: &[],
+    },
+    Row {
+        name: "unix-net",
+        about: "transport-net unix:// (stream socket), two processes",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        gaps: false,
+        peer: None,
+        start: |p| {
+            Ok(Box::new(cross::parent(p, "unix-net", |path| async move {
+                let config = transport_net::NetConfig::default();
+                transport_net::NetListener::bind_unix(&path, config)?
+                    .accept()
+                    .await
+            })?))
+        },
+        child: Some(|a| {
+            cross::child(a, |path| async move {
+                transport_net::connect_unix(&path, &transport_net::NetConfig::default()).await
+            })
+        }),
         costs: &[],
     },
     Row {

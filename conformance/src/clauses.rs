@@ -27,6 +27,7 @@
 //! | Sends to a peer that closed or went away fail with `Closed` (blocked ones wake) | `peer_drop_races_concurrent_sends`, `close_peer_drains_then_closed`, `drop_without_close_peer_drains` |
 //! | Peer death is reported as `PeerDied` after every frame the peer fully sent | `xproc_kill_after_send_delivers_everything`, `xproc_kill_sender_mid_stream_random`, `xproc_kill_while_peer_holds_buffers` |
 //! | Blocked operations wake on peer death; sends to a dead receiver fail | `xproc_kill_while_blocked_in_recv`, `xproc_kill_while_blocked_in_send`, `xproc_kill_receiver_mid_stream_random` |
+//! | A peer that stops answering without closing (SIGSTOP) is declared dead within the backend's declared liveness timeout; blocked `send` and `recv` wake with `PeerDied` and resuming the peer does not revive the session (backends with `Capabilities::liveness`) | `xproc_silent_peer_sigstop_declared_dead` |
 //! | A listener serves a new peer after one died (its resources are reclaimed) | `xproc_reconnect_after_death` |
 //! | `alloc` returns exactly the length asked for; its buffers are sent intact (zero-copy where declared) | `zero_copy_alloc_buffers`, `max_payload_exact_and_one_over`, `random_interleavings_mixed_paths` |
 //! | `alloc` buffers dropped unsent (or truncated) give their memory back | `alloc_dropped_unsent_returns_memory`, `zero_copy_alloc_buffers` |

@@ -42,6 +42,7 @@ pub mod clauses;
 pub mod progress;
 mod runner;
 mod scenarios;
+mod silent_peer;
 pub mod util;
 mod xproc;
 
@@ -84,6 +85,9 @@ pub struct Capabilities {
     /// [`PairOptions::small`] whose peer stopped reading: `backpressure_send_waits_try_send_full`
     /// checks memory stays within it (memory bounded by configuration). Skips nothing.
     pub small_memory_bound: u64,
+    /// The backend declares a peer dead after this much silence (a peer stopped without
+    /// closing); `None` skips the silent-peer scenario.
+    pub liveness: Option<Duration>,
 }
 
 /// How to size a pair for a scenario.

@@ -167,6 +167,8 @@ pub(crate) struct Scenario<B> {
     pub cross_process: bool,
     /// Worker threads of its runtime.
     pub workers: usize,
+    /// Needs [`Capabilities::liveness`] (a declared timeout for a silent peer).
+    pub needs_liveness: bool,
     pub run: RunFn<B>,
 }
 
@@ -180,8 +182,15 @@ impl<B: Backend> Scenario<B> {
             name,
             cross_process,
             workers: if cross_process { 2 } else { 4 },
+            needs_liveness: false,
             run: Box::new(run),
         }
+    }
+
+    /// Marks the scenario as one for backends that declare a liveness timeout.
+    pub(crate) fn needing_liveness(mut self) -> Self {
+        self.needs_liveness = true;
+        self
     }
 }
 
@@ -202,6 +211,7 @@ pub(crate) async fn probed_pair<B: Backend>(
 fn all_scenarios<B: Backend>() -> Vec<Scenario<B>> {
     let mut v = crate::scenarios::list::<B>();
     v.extend(crate::xproc::list::<B>());
+    v.extend(crate::silent_peer::list::<B>());
     v
 }
 
@@ -210,6 +220,12 @@ fn run_one<B: Backend>(s: &Scenario<B>, backend: &Arc<B>, cfg: &RunConfig) -> Ou
     if s.cross_process && !caps.cross_process {
         return Outcome::Ignored(format!(
             "skipped: the `{}` backend has no cross-process mode",
+            backend.name()
+        ));
+    }
+    if s.needs_liveness && caps.liveness.is_none() {
+        return Outcome::Ignored(format!(
+            "skipped: the `{}` backend declares no liveness timeout (Capabilities::liveness)",
             backend.name()
         ));
     }

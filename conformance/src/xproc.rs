@@ -23,7 +23,7 @@ const DEATH_LIMIT: Duration = Duration::from_secs(2);
 
 /// The roles a child process can play.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     /// Send N numbered frames, print `sent`, then wait to be killed.
     SendThenHold,
     /// Send numbered frames of varied sizes forever; print `started` after the first 100.
@@ -174,8 +174,8 @@ async fn run_role<T: Transport>(role: Role, t: &T) -> Check {
 }
 
 /// A spawned peer process. Killed on drop, so no child outlives a failed scenario.
-struct Peer {
-    child: Child,
+pub(crate) struct Peer {
+    pub(crate) child: Child,
     lines: tokio::io::Lines<BufReader<ChildStdout>>,
     progress: Progress,
 }
@@ -201,7 +201,7 @@ impl Peer {
         })
     }
 
-    async fn expect_line(&mut self, want: &str) -> Check {
+    pub(crate) async fn expect_line(&mut self, want: &str) -> Check {
         self.progress
             .step(format!("waiting for the peer process to say `{want}`"));
         match tokio::time::timeout(SETTLE, self.lines.next_line()).await {
@@ -214,7 +214,7 @@ impl Peer {
     }
 
     /// SIGKILL and reap; returns the instant of the kill.
-    async fn kill(&mut self) -> Result<Instant, String> {
+    pub(crate) async fn kill(&mut self) -> Result<Instant, String> {
         self.progress.step("killing the peer process");
         self.child.start_kill().map_err(|e| format!("kill: {e}"))?;
         let at = Instant::now();
@@ -233,7 +233,7 @@ impl Peer {
     }
 }
 
-async fn start<B: Backend>(
+pub(crate) async fn start<B: Backend>(
     b: &B,
     opts: PairOptions,
     role: Role,
@@ -269,14 +269,14 @@ async fn drain_numbered<T: Transport>(
     }
 }
 
-async fn settle_idle_one<T: Transport>(t: &T, cx: &Cx) -> Check {
+pub(crate) async fn settle_idle_one<T: Transport>(t: &T, cx: &Cx) -> Check {
     let _ = cx
         .wait_until("the survivor is idle", || t.stats().is_idle())
         .await;
     check_idle("the survivor", &t.stats())
 }
 
-fn died(e: &TransportError, what: &str) -> Check {
+pub(crate) fn died(e: &TransportError, what: &str) -> Check {
     ensure!(
         matches!(e, TransportError::PeerDied),
         "{what}: expected PeerDied, got {e:?}"

@@ -27,7 +27,9 @@ pub struct Stats {
     pub copied_sends: u64,
     /// System calls made to wake the peer (0 on backends that need none).
     pub wake_syscalls: u64,
-    /// Frames sent by this endpoint that the peer has not taken yet.
+    /// Frames sent by this endpoint that the peer has not taken yet, as far as this endpoint
+    /// can tell: backends that share a queue or ring with the peer count every one; a network
+    /// backend counts those it still holds (not those in the kernel or on the wire).
     pub tx_queued_frames: u64,
     /// Frames waiting for this endpoint to receive.
     pub rx_queued_frames: u64,

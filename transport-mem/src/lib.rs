@@ -572,6 +572,7 @@ pub mod conformance {
                 // One direction holds at most `capacity_bytes`, or one frame of any size
                 // when it was admitted into an empty queue.
                 small_memory_bound: (SMALL.capacity_bytes + SMALL.max_payload) as u64,
+                liveness: None,
             }
         }
 

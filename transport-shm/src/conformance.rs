@@ -86,6 +86,7 @@ impl Backend for ShmBackend {
                 .iter()
                 .map(|c| u64::from(c.slot_size) * u64::from(c.slot_count))
                 .sum::<u64>(),
+            liveness: None,
         }
     }
 

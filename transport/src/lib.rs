@@ -9,6 +9,7 @@
 //! | --- | --- | --- |
 //! | `mem` | `mem://NAME` (in-process) | [`mem`] (`transport-mem`) |
 //! | `shm` | `shm:///PATH`, `hub:///PATH` | [`shm`] (`transport-shm`) |
+//! | `net` | `tcp://HOST:PORT`, `unix:///PATH` | [`net`] (`transport-net`) |
 //!
 //! Optional features: `toml` (default; [`TransportConfig::from_toml_file`]), `futures`
 //! (`FrameStream` and `FrameSink`: any transport as a `futures` `Stream` and `Sink`), `metrics`
@@ -170,16 +171,18 @@ pub use transport_mem as mem;
 #[cfg(feature = "shm")]
 pub use transport_shm as shm;
 
-// net: `#[cfg(feature = "net")] pub use transport_net as net;` goes here.
+/// The network backends, `tcp://` and `unix://` (feature `net`).
+#[cfg(feature = "net")]
+pub use transport_net as net;
 
 /// A [`Registry`] with every backend compiled into this build, by name: `mem` (feature `mem`),
-/// `shm` and `hub` (feature `shm`).
+/// `shm` and `hub` (feature `shm`), `tcp` and `unix` (feature `net`).
 ///
 /// # Examples
 ///
 /// ```
 /// let registry = transport::registry();
-/// for name in ["mem", "shm", "hub"] {
+/// for name in ["mem", "shm", "hub", "tcp", "unix"] {
 ///     assert!(registry.backends().any(|b| b == name), "{name} missing from {registry:?}");
 /// }
 /// ```
@@ -193,6 +196,10 @@ pub fn registry() -> Registry {
         registry.register(transport_shm::ShmFactory);
         registry.register(transport_shm::HubFactory);
     }
-    // net: `registry.register(transport_net::TcpFactory)` and the unix factory go here.
+    #[cfg(feature = "net")]
+    {
+        registry.register(transport_net::TcpFactory);
+        registry.register(transport_net::UnixFactory);
+    }
     registry
 }

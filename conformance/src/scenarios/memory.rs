@@ -174,8 +174,10 @@ pub(crate) async fn stats_counters<T: Transport + 'static>(a: T, b: T, cx: Cx) -
     let total: u64 = plan.iter().map(|&(len, _)| len as u64).sum();
     cx.step("one frame queued and not yet received");
     a.send(numbered(0, 100)).await.map_err(err("send"))?;
-    cx.wait_until("A shows 1 queued frame and B 1 frame to receive", || {
-        a.stats().tx_queued_frames == 1 && b.stats().rx_queued_frames == 1
+    // A counts the frame until B takes it where it can tell (shared queues and rings); a
+    // network backend hands it to the kernel and may count 0 on the sending side.
+    cx.wait_until("B shows 1 frame to receive and A at most 1 queued", || {
+        a.stats().tx_queued_frames <= 1 && b.stats().rx_queued_frames == 1
     })
     .await
     .map_err(|e| format!("{e}: A {:?}, B {:?}", a.stats(), b.stats()))?;

@@ -26,7 +26,11 @@ pub fn urls(tag: &str) -> Vec<String> {
             "hub://{}?max_peers=4",
             temp_path(&format!("{tag}-hub.sock")).display()
         ),
-        // net: the tcp:// (loopback, port 0) and unix:// forms go here with that backend.
+        "tcp://127.0.0.1:0".to_string(),
+        format!(
+            "unix://{}",
+            temp_path(&format!("{tag}-unix.sock")).display()
+        ),
     ]
 }
 
