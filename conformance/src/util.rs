@@ -131,3 +131,30 @@ pub fn check_numbered(f: &Frame, i: u64) -> Check {
     );
     Ok(())
 }
+
+/// An in-memory sink for tests that check what a backend records with `tracing`: give
+/// `move || log.clone()` to a subscriber's writer (e.g. `tracing_subscriber::fmt().with_writer`)
+/// and read what was written with [`CapturedLog::text`].
+#[derive(Clone, Debug, Default)]
+pub struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}

@@ -1,33 +1,13 @@
 //! Every session has its own `session` span carrying the backend, a session number and the
 //! address; connect, accept and close are recorded in it, and frames are not (above `trace`).
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use transport_api::{Frame, Transport};
+use transport_conformance::util::CapturedLog;
 use transport_mem::{MemConfig, MemListener, connect};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 #[tokio::test]
 async fn session_events_are_recorded_in_the_session_span_and_frames_are_not() {
-    let out = Captured::default();
+    let out = CapturedLog::default();
     let writer = out.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)

@@ -5,29 +5,9 @@
 mod common;
 
 use common::*;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use transport_api::{Frame, Transport};
+use transport_conformance::util::CapturedLog;
 use transport_shm::{HubConfig, HubHost, ShmConfig, ShmListener, connect};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 fn lines_with<'a>(text: &'a str, what: &str) -> Vec<&'a str> {
     text.lines()
@@ -37,7 +17,7 @@ fn lines_with<'a>(text: &'a str, what: &str) -> Vec<&'a str> {
 
 #[tokio::test]
 async fn session_events_are_recorded_in_their_span_and_frames_are_not() {
-    let out = Captured::default();
+    let out = CapturedLog::default();
     let writer = out.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -104,7 +84,7 @@ async fn session_events_are_recorded_in_their_span_and_frames_are_not() {
 
 #[tokio::test]
 async fn hub_sessions_are_labelled_hub_with_their_region() {
-    let out = Captured::default();
+    let out = CapturedLog::default();
     let writer = out.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)

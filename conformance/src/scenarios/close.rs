@@ -133,6 +133,28 @@ pub(crate) async fn close_peer_drains<T: Transport + 'static>(a: T, b: T, cx: Cx
     settle_idle(&a, &b, &cx).await
 }
 
+/// A task of the scenario that receives numbered frames on `b` until `Closed` and returns how
+/// many arrived (in order); any other error fails it, prefixed with `what`.
+fn count_until_closed<T: Transport + 'static>(
+    cx: &Cx,
+    b: Arc<T>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<Result<u64, String>> {
+    cx.spawn(async move {
+        let mut n = 0u64;
+        loop {
+            match b.recv().await {
+                Ok(f) => {
+                    check_numbered(&f, n)?;
+                    n += 1;
+                }
+                Err(TransportError::Closed) => return Ok(n),
+                Err(e) => return Err(format!("{what}: {e}")),
+            }
+        }
+    })
+}
+
 /// `A` is dropped without `close()` while `B` is blocked in `recv`: `B` gets every frame `A` sent,
 /// then `Closed` (a drop is a graceful close, not a death).
 pub(crate) async fn drop_without_close<T: Transport + 'static>(a: T, b: T, cx: Cx) -> Check {
@@ -140,22 +162,7 @@ pub(crate) async fn drop_without_close<T: Transport + 'static>(a: T, b: T, cx: C
     const N: u64 = 200;
     let b = Arc::new(b);
     let rw = b.stats().recv_waits;
-    let receiver = {
-        let b = b.clone();
-        cx.spawn(async move {
-            let mut n = 0u64;
-            loop {
-                match b.recv().await {
-                    Ok(f) => {
-                        check_numbered(&f, n)?;
-                        n += 1;
-                    }
-                    Err(TransportError::Closed) => return Ok::<_, String>(n),
-                    Err(e) => return Err(format!("recv after peer drop: {e}")),
-                }
-            }
-        })
-    };
+    let receiver = count_until_closed(&cx, b.clone(), "recv after peer drop");
     cx.wait_until("the receiver is blocked", || b.stats().recv_waits > rw)
         .await?;
     for i in 0..N {
@@ -185,22 +192,7 @@ pub(crate) async fn close_wakes_blocked_peer_recv<T: Transport + 'static>(
     const N: u64 = 3;
     let b = Arc::new(b);
     let rw = b.stats().recv_waits;
-    let receiver = {
-        let b = b.clone();
-        cx.spawn(async move {
-            let mut n = 0u64;
-            loop {
-                match b.recv().await {
-                    Ok(f) => {
-                        check_numbered(&f, n)?;
-                        n += 1;
-                    }
-                    Err(TransportError::Closed) => return Ok::<_, String>(n),
-                    Err(e) => return Err(format!("recv after the peer closed: {e}")),
-                }
-            }
-        })
-    };
+    let receiver = count_until_closed(&cx, b.clone(), "recv after the peer closed");
     cx.wait_until("B is blocked in recv", || b.stats().recv_waits > rw)
         .await?;
     for i in 0..N {
