@@ -12,7 +12,7 @@ use super::proto::{
     Budget, Deadline, F_CMD_RTT, F_CMD_STREAM, F_DATA, F_END, F_PING, F_QUIT, F_SUMMARY, MAX_SIZE,
     Pattern, Tally, check,
 };
-use super::rows::Session;
+use super::session::Session;
 use super::{BenchError, BenchResult};
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;

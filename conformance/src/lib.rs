@@ -41,6 +41,7 @@ use transport_api::{Result, Stats, Transport};
 pub mod clauses;
 pub mod progress;
 mod runner;
+mod scenario;
 mod scenarios;
 mod silent_peer;
 pub mod util;

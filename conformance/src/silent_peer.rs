@@ -3,7 +3,7 @@
 //! and `recv` with `PeerDied` within it. Resuming the peer (SIGCONT) does not bring the session
 //! back.
 
-use crate::runner::{Cx, Scenario};
+use crate::scenario::{Cx, Scenario};
 use crate::util::{Check, numbered};
 use crate::xproc::{Role, died, settle_idle_one, start};
 use crate::{Backend, PairOptions, ensure};

@@ -3,7 +3,7 @@
 //! SIGKILL at chosen or random points.
 
 use crate::progress::{Probe, Progress};
-use crate::runner::{Cx, Scenario};
+use crate::scenario::{Cx, Scenario};
 use crate::util::{Check, Rng, check_numbered, check_pattern, numbered, pattern};
 use crate::{Backend, PairOptions, check_idle, ensure};
 use std::process::{ExitCode, Stdio};

@@ -76,9 +76,12 @@ mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod factory;
+mod gauges;
 mod listener;
+mod out;
 mod reader;
 mod session;
+mod shared;
 mod sock;
 pub mod wire;
 mod writer;

@@ -1,7 +1,7 @@
 //! The input side: the task that reads the socket in large chunks, splits messages out of the
 //! buffer, queues frames for `recv` and applies control messages.
 
-use crate::session::{End, Shared, lock};
+use crate::shared::{End, Shared, lock};
 use crate::wire::{self, FRAME_HEAD_LEN, Parsed};
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 
 use super::{OrderCheck, check_exactly_once, check_tagged, fill_until_full, tagged};
 use super::{err, join_err, settle_idle};
-use crate::runner::{Cx, probed_pair};
+use crate::scenario::{Cx, probed_pair};
 use crate::util::{Check, Rng, check_numbered, numbered};
 use crate::{Backend, PairOptions};
 use crate::{check_idle, ensure};

@@ -2,7 +2,7 @@
 
 use super::{err, join_err, settle_idle};
 use crate::ensure;
-use crate::runner::Cx;
+use crate::scenario::Cx;
 use crate::util::Check;
 use bytes::Bytes;
 use std::collections::BTreeSet;

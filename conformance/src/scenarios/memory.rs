@@ -2,7 +2,7 @@
 
 use super::sizes;
 use super::{err, join_err, settle_idle};
-use crate::runner::Cx;
+use crate::scenario::Cx;
 use crate::util::{Check, check_numbered, check_pattern, fill_pattern, numbered};
 use crate::{check_idle, ensure};
 use std::sync::Arc;

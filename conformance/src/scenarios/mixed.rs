@@ -3,7 +3,7 @@
 
 use super::{OrderCheck, check_exactly_once, check_tagged, err, join_err, settle_idle, tagged};
 use crate::ensure;
-use crate::runner::Cx;
+use crate::scenario::Cx;
 use crate::util::{Check, Rng};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

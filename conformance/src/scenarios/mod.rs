@@ -9,7 +9,7 @@ mod memory;
 mod mixed;
 mod waiting;
 
-use crate::runner::{Cx, Scenario, probed_pair};
+use crate::scenario::{Cx, Scenario, probed_pair};
 use crate::util::{Check, check_numbered, numbered};
 use crate::{Backend, Capabilities, PairOptions, check_idle, ensure};
 use std::collections::BTreeSet;

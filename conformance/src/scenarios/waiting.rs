@@ -4,7 +4,7 @@
 use super::fill_until_full;
 use super::{err, join_err, settle_idle};
 use crate::ensure;
-use crate::runner::Cx;
+use crate::scenario::Cx;
 use crate::util::{Check, check_numbered, numbered};
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,337 @@
+//! The state one session's handle, reader task and writer task share: why it ended, the
+//! receive queue and credit ([`State`]), the output queue, and the operations on them.
+
+use crate::gauges::Gauges;
+use crate::out::Out;
+use crate::sock::Sock;
+use crate::wire;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use transport_api::{Frame, Result, TransportError};
+
+/// Why a session ended, as its operations report it.
+#[derive(Clone, Debug)]
+pub(crate) enum End {
+    /// `close()` or drop on this side.
+    LocalClose,
+    /// The peer sent a graceful close.
+    PeerClose,
+    /// End of stream, reset or silence without a graceful close.
+    PeerDied,
+    /// The peer broke the protocol.
+    Corrupt(String),
+}
+
+impl End {
+    pub(crate) fn error(&self) -> TransportError {
+        match self {
+            End::LocalClose | End::PeerClose => TransportError::Closed,
+            End::PeerDied => TransportError::PeerDied,
+            End::Corrupt(d) => TransportError::corrupt(d.clone()),
+        }
+    }
+}
+
+/// State guarded by one lock: what the user sees and the flow-control account of sends.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// Set once; later causes do not replace it.
+    pub(crate) end: Option<End>,
+    /// `close()` was called here: every operation reports `Closed` from then on.
+    pub(crate) closed_locally: bool,
+    /// The reader task ended: no more frames arrive. Until then, `recv` keeps waiting for
+    /// frames the peer sent before the link broke (a failed write does not lose them).
+    pub(crate) reader_done: bool,
+    /// The socket is finished with (peer gone, peer closed, corrupt input, write failure):
+    /// nothing more is written or read.
+    pub(crate) link_down: bool,
+    /// Frame bytes (wire cost) committed by sends, in total.
+    pub(crate) sent: u64,
+    /// Frame bytes the peer reported consumed, in total.
+    pub(crate) acked: u64,
+    /// Received frames not yet taken by `recv`.
+    pub(crate) rx: VecDeque<Frame>,
+    /// Frame bytes received, in total (checked against the window this side announced).
+    pub(crate) received: u64,
+}
+
+/// Everything one session's handle and tasks share.
+pub(crate) struct Shared {
+    pub(crate) sock: Sock,
+    pub(crate) backend: &'static str,
+    /// Largest payload in either direction: the smaller of both hellos' `max_payload`.
+    pub(crate) max_payload: usize,
+    /// Frame bytes this side may have unconsumed at the peer (the peer's announced window).
+    pub(crate) peer_window: u64,
+    /// The window this side announced; the peer must stay within it.
+    pub(crate) own_window: u64,
+    /// Silence after which the peer is declared dead.
+    pub(crate) keepalive: Duration,
+    /// Longest this side's writer stays silent (a quarter of the peer's keep-alive timeout).
+    pub(crate) ping_every: Duration,
+    pub(crate) state: Mutex<State>,
+    pub(crate) out: Mutex<Out>,
+    /// Woken when credit arrives or the session ends.
+    pub(crate) send_ready: Notify,
+    /// Woken when frames arrive or the session ends.
+    pub(crate) recv_ready: Notify,
+    /// Wakes the writer task: frames queued, credit to grant, close, end.
+    pub(crate) writer_wake: Notify,
+    /// Frame bytes this side's `recv` consumed, in total.
+    pub(crate) consumed: AtomicU64,
+    /// The last `consumed` value sent to the peer as credit (written by the writer only).
+    pub(crate) granted: AtomicU64,
+    /// A send here waits for credit: the writer tells the peer (once per episode).
+    pub(crate) want_credit: AtomicBool,
+    /// The peer told us it waits for credit: grant on the next consumption.
+    pub(crate) peer_wants: AtomicBool,
+    pub(crate) gauges: Gauges,
+    pub(crate) span: tracing::Span,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves consistent data (every update is a single
+    // step), so a poisoned lock is used as is.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Ends the session for `end` (the first cause wins for what users see). Anything but a
+    /// local close also ends the link: queued output is dropped and the socket shut down.
+    pub(crate) fn finish(&self, end: End) {
+        let mut st = lock(&self.state);
+        let was = st.end.clone();
+        if st.end.is_none() {
+            st.end = Some(end.clone());
+        }
+        let link_ends = !matches!(end, End::LocalClose);
+        let already_down = st.link_down;
+        let reader_done = st.reader_done;
+        if link_ends {
+            st.link_down = true;
+        }
+        if matches!(end, End::LocalClose) {
+            st.closed_locally = true;
+            let n = st.rx.len() as u64;
+            let bytes: u64 = st.rx.iter().map(|f| f.payload.len() as u64).sum();
+            st.rx.clear();
+            self.gauges.rx_frames.fetch_sub(n, Relaxed);
+            self.gauges.rx_bytes.fetch_sub(bytes, Relaxed);
+        }
+        drop(st);
+        if matches!(end, End::LocalClose) && !already_down {
+            self.close_now();
+        }
+        if link_ends && !already_down {
+            lock(&self.out).clear(&self.gauges);
+            self.gauges.written.notify_waiters();
+        }
+        if reader_done {
+            // Nothing more is read or written: the peer sees the end at once.
+            self.sock.shutdown(rustix::net::Shutdown::Both);
+        }
+        match (&was, &end) {
+            (None, End::LocalClose) => {
+                tracing::info!(parent: &self.span, "session closed by this side")
+            }
+            (None, End::PeerClose) => {
+                tracing::info!(parent: &self.span, "session closed by the peer")
+            }
+            (None, End::PeerDied) => tracing::warn!(parent: &self.span, "peer died"),
+            (_, End::Corrupt(d)) => {
+                tracing::warn!(parent: &self.span, detail = %d, "corrupt input from the peer; session ended")
+            }
+            _ => tracing::debug!(parent: &self.span, cause = ?end, "link ended"),
+        }
+        self.send_ready.notify_waiters();
+        self.recv_ready.notify_waiters();
+        self.writer_wake.notify_one();
+    }
+
+    /// Commits `frame` to the output queue if the peer's window has room and returns its
+    /// sequence number; `Ok(None)` leaves the frame with the caller.
+    pub(crate) fn try_commit(
+        &self,
+        frame: &mut Option<Frame>,
+        wait_for_lock: bool,
+    ) -> Result<Option<u64>> {
+        let Some(f) = frame.as_ref() else {
+            return Ok(None);
+        };
+        let cost = wire::cost(f.payload.len());
+        let seq = {
+            let mut st = lock(&self.state);
+            if st.closed_locally {
+                return Err(TransportError::Closed);
+            }
+            if let Some(end) = &st.end {
+                return Err(end.error());
+            }
+            let outstanding = st.sent.saturating_sub(st.acked);
+            if outstanding > 0 && outstanding + cost > self.peer_window {
+                return Ok(None);
+            }
+            st.sent += cost;
+            let f = frame.take().expect("checked above");
+            // Queued under the state lock: a close decided by the writer (which looks at both)
+            // never overtakes a committed frame.
+            lock(&self.out).push_frame(f, &self.gauges)
+        };
+        self.kick(wait_for_lock);
+        Ok(Some(seq))
+    }
+
+    /// Counts a frame that went out (or will, whole).
+    pub(crate) fn count_sent(&self, len: usize, zero_copy: bool) {
+        self.gauges.frames_sent.fetch_add(1, Relaxed);
+        self.gauges.bytes_sent.fetch_add(len as u64, Relaxed);
+        if zero_copy {
+            self.gauges.zero_copy_sends.fetch_add(1, Relaxed);
+        } else {
+            self.gauges.copied_sends.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Takes queued frame `seq` back if none of it was written, returning its credit.
+    pub(crate) fn take_back(&self, seq: u64) -> Option<Frame> {
+        let mut st = lock(&self.state);
+        let f = lock(&self.out).take_back(seq, &self.gauges)?;
+        st.sent -= wire::cost(f.payload.len());
+        drop(st);
+        self.send_ready.notify_waiters();
+        Some(f)
+    }
+
+    /// Whether frame `seq` is written whole: `Ok(true)`, `Ok(false)` while it waits, the
+    /// session's error when the link went down before it was.
+    pub(crate) fn check_written(&self, seq: u64) -> Result<bool> {
+        if lock(&self.out).is_written(seq) {
+            return Ok(true);
+        }
+        let st = lock(&self.state);
+        if st.link_down {
+            return Err(st.end.as_ref().map_or(TransportError::PeerDied, End::error));
+        }
+        Ok(false)
+    }
+
+    /// Writes what is queued now (unless someone else is writing and `wait_for_lock` is
+    /// false); what the socket does not take is left to the writer task.
+    pub(crate) fn kick(&self, wait_for_lock: bool) {
+        let out = if wait_for_lock {
+            Some(lock(&self.out))
+        } else {
+            self.out.try_lock().ok()
+        };
+        if let Some(mut out) = out {
+            match out.flush(&self.sock, &self.gauges) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    drop(out);
+                    self.write_failed(e);
+                    return;
+                }
+            }
+        }
+        self.writer_wake.notify_one();
+    }
+
+    /// Queues the close message and writes it at once if the socket takes it, so that a
+    /// process exiting right after `close()` still closes gracefully; otherwise the writer
+    /// task finishes the job.
+    pub(crate) fn close_now(&self) {
+        let mut out = lock(&self.out);
+        out.queue_close();
+        match out.flush_blocking(&self.sock, &self.gauges, self.keepalive) {
+            Ok(()) => {
+                self.sock.shutdown(rustix::net::Shutdown::Write);
+                // Input left unread when a TCP socket is closed, or arriving after, makes the
+                // kernel reset the connection and drop what it has not sent yet (the last
+                // frames, the close). So that a process may exit right after `close()`, wait
+                // (at most `keepalive_ms`) for the peer to answer the close with its end of
+                // stream, reading away what comes before it: nothing read after a local close
+                // is used. A current-thread runtime could not run an in-process peer
+                // meanwhile, so there only what is pending is read away.
+                let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                });
+                if matches!(self.sock, Sock::Tcp(_)) && multi_thread {
+                    tokio::task::block_in_place(|| self.sock.drain_until_eof(self.keepalive));
+                } else {
+                    self.sock.discard_input();
+                }
+            }
+            Err(e) => {
+                drop(out);
+                self.write_failed(e);
+            }
+        }
+    }
+
+    pub(crate) fn write_failed(&self, e: std::io::Error) {
+        tracing::debug!(parent: &self.span, error = %e, "write failed");
+        self.finish(End::PeerDied);
+    }
+
+    pub(crate) fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.max_payload {
+            return Err(TransportError::PayloadTooLarge {
+                len,
+                max: self.max_payload,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ask_credit(&self) {
+        if !self.want_credit.swap(true, Relaxed) {
+            self.writer_wake.notify_one();
+        }
+    }
+
+    pub(crate) fn try_take(&self) -> Result<Option<Frame>> {
+        let mut st = lock(&self.state);
+        if st.closed_locally {
+            return Err(TransportError::Closed);
+        }
+        let Some(f) = st.rx.pop_front() else {
+            return match &st.end {
+                Some(e) if st.reader_done => Err(e.error()),
+                _ => Ok(None),
+            };
+        };
+        drop(st);
+        let len = f.payload.len() as u64;
+        self.gauges.rx_frames.fetch_sub(1, Relaxed);
+        self.gauges.rx_bytes.fetch_sub(len, Relaxed);
+        let consumed =
+            self.consumed.fetch_add(wire::cost(len as usize), Relaxed) + wire::cost(len as usize);
+        let ungranted = consumed.saturating_sub(self.granted.load(Relaxed));
+        if ungranted >= self.own_window / 4 || self.peer_wants.load(Relaxed) {
+            self.writer_wake.notify_one();
+        }
+        Ok(Some(f))
+    }
+}
+
+/// A send that committed its frame and waits for it to be written; see [`NetTransport::send`].
+pub(crate) struct Pending<'a> {
+    pub(crate) sh: &'a Shared,
+    pub(crate) seq: u64,
+    pub(crate) len: usize,
+    pub(crate) zero_copy: bool,
+    pub(crate) armed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.sh.take_back(self.seq).is_none() {
+            // Partly written: it goes out whole, so it counts as sent.
+            self.sh.count_sent(self.len, self.zero_copy);
+        }
+    }
+}
