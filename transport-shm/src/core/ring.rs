@@ -522,11 +522,11 @@ impl<S: Deref<Target = [AtomicU64]>, const W: usize, const STAMPED: bool> Consum
     /// Consumes `n` entries (the unit just read) and gives their room back to the producer
     /// (`Release` store of the tail). `n` is at most the capacity: callers check the unit's
     /// size against the ring before reading it. A larger `n` is a bug in the caller (a debug
-    /// assertion); release builds clamp it, so the tail still never passes a whole ring.
+    /// assertion).
     #[inline]
     pub(crate) fn advance(&mut self, n: u64) {
         debug_assert!(n <= self.cap, "advance({n}) past a ring of {}", self.cap);
-        self.tail = self.tail.wrapping_add(n.min(self.cap));
+        self.tail = self.tail.wrapping_add(n);
         self.words[TAIL].store(self.tail, Ordering::Release);
     }
 

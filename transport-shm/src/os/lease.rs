@@ -43,6 +43,7 @@ impl SlotView {
 /// The caller's pool has leased this slot to the buffer alone (state `Leased` in its
 /// `SenderPool`); that is this function's contract with its two callers (the session's `alloc`
 /// and the allocator's `into_buf`), which is why it is crate-internal.
+#[inline]
 pub(crate) fn lease(
     view: SlotView,
     len: usize,

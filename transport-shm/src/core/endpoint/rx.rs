@@ -111,6 +111,8 @@ impl<S: Deref<Target = [SharedWord]>> RxState<S> {
     /// Gives the `entries` of a frame of `len` bytes back to the producer and counts the frame
     /// (receive counters are written only here, under the receive lock). `true` when the
     /// producer waits for this room: the caller rings its doorbell once the lock is released.
+    /// `entries` is at most the ring's capacity: the caller checked the unit against the ring
+    /// before reading it.
     #[must_use]
     #[inline(always)]
     pub(crate) fn consumed(
