@@ -70,14 +70,14 @@ mod session;
 
 pub use crate::core::layout::{
     Direction, Geometry, LayoutError, MAX_CLASSES, MAX_RING_CAPACITY, MAX_SEGMENT_LEN,
-    MAX_SLOT_COUNT, MAX_SLOT_SIZE, SLOT_ALIGN, Side, SlotClass,
+    MAX_SLOT_COUNT, MAX_SLOT_SIZE, PAYLOAD_ALIGN, SLOT_ALIGN, Side, SlotClass,
 };
 #[cfg(not(loom))]
 pub use factory::{HubFactory, ShmFactory};
 #[cfg(not(loom))]
 pub use hub::{HubConfig, HubHost, HubPeer, MAX_HUB_PEERS, PeerId, PeerInfo, PeerState};
 #[cfg(not(loom))]
-pub use os::mapping::SharedBytes;
+pub use os::mapping::{MappingError, SharedBytes};
 #[cfg(not(loom))]
 pub use rendezvous::{
     AccessPolicy, INHERIT_ENV, PeerCheck, PeerCredentials, ShmConfig, ShmListener, connect,

@@ -433,16 +433,30 @@ async fn peer_scribbling_its_own_region_does_not_disturb_others() {
         })
     };
     let scribbler = {
-        let (hub, stop) = (hub.clone(), stop.clone());
+        let (hub, stop, bad) = (hub.clone(), stop.clone(), bad.clone());
         tokio::spawn(async move {
+            // Each side maps what only the other writes read-only: payloads the bad peer
+            // sends are read-only in the host's view, what the host sends it in its own. A
+            // write goes through whichever view may write there, as a peer mapping its memfd
+            // whole could.
             let view = hub.region_bytes(bad_id).expect("the bad peer's region");
+            let own = bad
+                .segment()
+                .mapping()
+                .bytes(0, view.len())
+                .expect("the bad peer's view");
             let mut rng = Rng::new(Rng::seed_from_env());
             let mut writes = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let at = rng.below(view.len() as u64) as usize;
                 let n = (1 + rng.below(64) as usize).min(view.len() - at);
                 let junk: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
-                view.write(at, &junk).unwrap();
+                match view.write(at, &junk) {
+                    Err(transport_shm::MappingError::ReadOnly { .. }) => {
+                        own.write(at, &junk).unwrap()
+                    }
+                    r => r.unwrap(),
+                }
                 writes += 1;
                 if writes % 16 == 0 {
                     tokio::task::yield_now().await;

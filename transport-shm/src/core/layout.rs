@@ -7,7 +7,8 @@
 //! real mapping length, and from then on uses only its process-local [`Layout`] — nothing about
 //! the geometry is ever re-read from shared memory (INVARIANTS 3 and 24).
 //!
-//! # Segment layout (all offsets are multiples of 64 bytes)
+//! # Segment layout (all offsets are multiples of 64 bytes; payload areas start and end on
+//! [`PAYLOAD_ALIGN`] boundaries, so that a receiver can map its peer's payloads read-only)
 //!
 //! ```text
 //! header (256 B):
@@ -18,7 +19,8 @@
 //! for each direction d in [A→B, B→A]:
 //!   descriptor ring: control block (2 lines) + ring_capacity × 64-byte descriptors
 //!   completion ring: control block (2 lines) + completion_capacity × 8-byte entries, padded to 64 B
-//!   payload area of class 0, class 1, … (slot_count × slot_size bytes each)
+//!   padding to PAYLOAD_ALIGN, payload area of class 0, class 1, … (slot_count × slot_size
+//!   bytes each), padding to PAYLOAD_ALIGN
 //! ```
 //!
 //! Every word of the header and of the rings is a little-endian `u64` accessed only through
@@ -30,7 +32,7 @@ use crate::core::sync::{AtomicU64, Ordering};
 /// Magic number at word 0 of the header: `"TSHMSEG1"` in little-endian bytes.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"TSHMSEG1");
 /// Layout version written at word 1 of the header.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// Largest number of slot size classes.
 pub const MAX_CLASSES: usize = 8;
 /// Largest descriptor ring capacity (descriptors per direction).
@@ -46,6 +48,10 @@ pub const MAX_SLOT_COUNT: u32 = 1 << 16;
 pub const MAX_SEGMENT_LEN: u64 = 1 << 40;
 /// Cache line size used for alignment.
 pub(crate) const CACHE_LINE: usize = 64;
+/// Alignment of each direction's payload memory (its start and its end): one page on the
+/// platforms this crate targets, so that the receiver can protect the whole of it read-only
+/// without touching the rings around it.
+pub const PAYLOAD_ALIGN: usize = 4096;
 
 /// Number of `u64` words in the header.
 pub(crate) const HEADER_WORDS: usize = 32;
@@ -157,95 +163,8 @@ impl Direction {
     }
 }
 
-/// Why a geometry or a header was refused. Each variant names the field and its value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LayoutError {
-    /// The ring capacity is zero, not a power of two, or above [`MAX_RING_CAPACITY`].
-    #[error("ring capacity {capacity} must be a power of two in 1..={MAX_RING_CAPACITY}")]
-    BadRingCapacity {
-        /// The value found.
-        capacity: u64,
-    },
-    /// No class, or more than [`MAX_CLASSES`].
-    #[error("class count {count} must be in 1..={MAX_CLASSES}")]
-    BadClassCount {
-        /// The value found.
-        count: u64,
-    },
-    /// A slot size is zero, not a multiple of [`SLOT_ALIGN`], or above [`MAX_SLOT_SIZE`].
-    #[error(
-        "class {class}: slot size {size} must be a non-zero multiple of {SLOT_ALIGN} up to {MAX_SLOT_SIZE}"
-    )]
-    BadSlotSize {
-        /// Class index.
-        class: usize,
-        /// The value found.
-        size: u32,
-    },
-    /// A slot count is zero or above [`MAX_SLOT_COUNT`].
-    #[error("class {class}: slot count {count} must be in 1..={MAX_SLOT_COUNT}")]
-    BadSlotCount {
-        /// Class index.
-        class: usize,
-        /// The value found.
-        count: u32,
-    },
-    /// Slot sizes must strictly increase from one class to the next.
-    #[error("class {class}: slot size {size} is not larger than the previous class's {previous}")]
-    SizesNotIncreasing {
-        /// Class index.
-        class: usize,
-        /// Its slot size.
-        size: u32,
-        /// The previous class's slot size.
-        previous: u32,
-    },
-    /// The segment would be larger than [`MAX_SEGMENT_LEN`] (or overflow).
-    #[error("the segment would need more than {MAX_SEGMENT_LEN} bytes")]
-    TooLarge,
-    /// Header word 0 is not `MAGIC`.
-    #[error("bad magic {found:#018x}, expected {MAGIC:#018x}")]
-    BadMagic {
-        /// The value found.
-        found: u64,
-    },
-    /// Header word 1 is not `VERSION`.
-    #[error("unsupported layout version {found}, expected {VERSION}")]
-    BadVersion {
-        /// The value found.
-        found: u64,
-    },
-    /// A header word that must be zero (unused class, reserved) is not.
-    #[error("header word {word} must be zero but holds {value:#x}")]
-    NonZeroReserved {
-        /// Word index in the header.
-        word: usize,
-        /// The value found.
-        value: u64,
-    },
-    /// The total length stored in the header differs from the one computed from its geometry.
-    #[error("header says the segment is {stored} bytes but its geometry needs {computed}")]
-    TotalLenMismatch {
-        /// Length stored in the header.
-        stored: u64,
-        /// Length computed from the header's geometry.
-        computed: u64,
-    },
-    /// The mapping is shorter than the layout needs.
-    #[error("the mapping is {mapping_len} bytes but the layout needs {needed}")]
-    MappingTooSmall {
-        /// Length of the mapping.
-        mapping_len: usize,
-        /// Length the layout needs.
-        needed: usize,
-    },
-    /// Fewer header words were given than `HEADER_WORDS`.
-    #[error("the header needs {HEADER_WORDS} words, got {got}")]
-    HeaderTooShort {
-        /// Number of words given.
-        got: usize,
-    },
-}
+mod error;
+pub use error::LayoutError;
 
 /// One slot size class: `slot_count` slots of `slot_size` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +301,12 @@ pub struct DirLayout {
     pub completion_capacity: u32,
     /// Payload areas, one per class.
     pub classes: Vec<ClassLayout>,
+    /// Byte offset of the payload memory (the first class's slots), a multiple of
+    /// [`PAYLOAD_ALIGN`].
+    pub payload_offset: usize,
+    /// Length of the payload memory with its padding, a multiple of [`PAYLOAD_ALIGN`]: only
+    /// slots live in `payload_offset..payload_offset + payload_len`.
+    pub payload_len: usize,
 }
 
 /// A validated geometry with every offset computed: process-local, never re-read.
@@ -421,6 +346,9 @@ impl Layout {
             *off = off
                 .checked_add(completion_ring_words as u64 * 8)
                 .ok_or_else(too_large)?;
+            let page = PAYLOAD_ALIGN as u64;
+            *off = align_up(*off, page).ok_or_else(too_large)?;
+            let payload_offset = *off;
             let mut classes = Vec::with_capacity(geometry.classes.len());
             for c in &geometry.classes {
                 *off = align_up(*off, line).ok_or_else(too_large)?;
@@ -436,7 +364,8 @@ impl Layout {
                     offset: usize::try_from(offset).map_err(|_| too_large())?,
                 });
             }
-            *off = align_up(*off, line).ok_or_else(too_large)?;
+            *off = align_up(*off, page).ok_or_else(too_large)?;
+            let payload_len = *off - payload_offset;
             Ok(DirLayout {
                 desc_ring_offset: usize::try_from(desc_ring_offset).map_err(|_| too_large())?,
                 desc_ring_words,
@@ -445,6 +374,8 @@ impl Layout {
                 completion_ring_words,
                 completion_capacity,
                 classes,
+                payload_offset: usize::try_from(payload_offset).map_err(|_| too_large())?,
+                payload_len: usize::try_from(payload_len).map_err(|_| too_large())?,
             })
         };
         let d0 = build_dir(&mut off)?;

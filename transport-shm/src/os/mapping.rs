@@ -1,6 +1,8 @@
 //! The only `unsafe` code of the crate: typed views into a shared mapping.
 //!
-//! A [`Mapping`] owns a `MAP_SHARED` read-write mapping (kept alive by an `Arc` in every view).
+//! A [`Mapping`] owns a `MAP_SHARED` read-write mapping (kept alive by an `Arc` in every view),
+//! of which one range, the peer's payload memory, may be made read-only
+//! ([`Mapping::protect_read_only`]).
 //! [`SharedWords`] is a `&[AtomicU64]` over a range of it — every control word of the segment is
 //! accessed through these atomics only, so a hostile peer writing any byte at any time cannot
 //! cause a data race on them. [`SharedBytes`] is a range of payload bytes, accessed only by raw
@@ -10,10 +12,10 @@
 //! Every view is bounds- and alignment-checked when it is created; the checks use only
 //! process-local values (the mapping length and offsets from the local [`crate::core::layout::Layout`]).
 
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::ptr::NonNull;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
 use memmap2::MmapRaw;
 
@@ -36,6 +38,26 @@ pub enum MappingError {
         /// The offset asked for.
         offset: usize,
     },
+    /// A write into bytes this process mapped read-only (the peer's payload memory).
+    #[error("{len} bytes at offset {offset} overlap the read-only range {read_only:?}")]
+    ReadOnly {
+        /// Start of the write.
+        offset: usize,
+        /// Length of the write.
+        len: usize,
+        /// The read-only range of the mapping.
+        read_only: std::ops::Range<usize>,
+    },
+    /// `mprotect` refused to make a range read-only.
+    #[error("mprotect of {len} bytes at offset {offset} read-only failed: {errno}")]
+    Protect {
+        /// Start of the range.
+        offset: usize,
+        /// Length of the range.
+        len: usize,
+        /// The system's answer.
+        errno: rustix::io::Errno,
+    },
 }
 
 /// A shared read-write mapping of a segment, or a sub-range (a *region*) of one.
@@ -49,6 +71,8 @@ pub struct Mapping {
     /// [`REGION_ALIGN`] for a region).
     base: usize,
     len: usize,
+    /// The range of this view made read-only by [`Mapping::protect_read_only`] (set once).
+    read_only: OnceLock<Range<usize>>,
     /// Dropped with the last reference into this view (a region's "no host reference left"
     /// signal, see [`Mapping::region`]).
     _guard: Option<Box<dyn Send + Sync>>,
@@ -77,6 +101,7 @@ impl Mapping {
             raw: Arc::new(raw),
             base: 0,
             len,
+            read_only: OnceLock::new(),
             _guard: None,
         })
     }
@@ -99,6 +124,7 @@ impl Mapping {
             raw: Arc::clone(&self.raw),
             base: self.base + offset,
             len,
+            read_only: OnceLock::new(),
             _guard: Some(guard),
         }))
     }
@@ -135,6 +161,43 @@ impl Mapping {
                 mapping_len: self.len(),
             }),
         }
+    }
+
+    /// Makes `len` bytes at `offset` of this view read-only in this process (`mprotect`), for
+    /// memory only the peer writes: a stray write here then faults at once instead of
+    /// corrupting what the peer sent. `Ok(false)` when the range is not made of whole pages
+    /// of this system (its pages are larger than the layout's alignment) and stays writable.
+    /// At most one range per view; a second call fails.
+    pub fn protect_read_only(&self, offset: usize, len: usize) -> Result<bool, MappingError> {
+        self.check(offset, len)?;
+        let page = rustix::param::page_size();
+        let addr = self.at(offset);
+        if len == 0 || (addr as usize) % page != 0 || len % page != 0 {
+            return Ok(false);
+        }
+        if self.read_only.get().is_some() {
+            return Err(MappingError::ReadOnly {
+                offset,
+                len,
+                read_only: self.read_only.get().cloned().unwrap_or_default(),
+            });
+        }
+        // SAFETY: `addr..addr + len` is whole pages inside this mapping (`check` above; both
+        // page-aligned), which `self.raw` keeps mapped. Taking write permission away cannot
+        // invalidate anything Rust relies on: no `&mut` to these bytes exists, and the views
+        // handed out for them are read through raw copies or `&[u8]` of received payloads.
+        // Writes into the range go through `SharedBytes::write`, which refuses it below, or
+        // through word views that this crate lays only over header and rings.
+        unsafe { rustix::mm::mprotect(addr.cast(), len, rustix::mm::MprotectFlags::READ) }
+            .map_err(|errno| MappingError::Protect { offset, len, errno })?;
+        let _ = self.read_only.set(offset..offset + len);
+        Ok(true)
+    }
+
+    /// The range of this view that [`protect_read_only`](Self::protect_read_only) made
+    /// read-only, if any.
+    pub fn read_only(&self) -> Option<Range<usize>> {
+        self.read_only.get().cloned()
     }
 
     /// `count` atomic words starting at byte `offset`.
@@ -296,9 +359,18 @@ impl SharedBytes {
         }
     }
 
-    /// Copies `src` into the range at `at`.
+    /// Copies `src` into the range at `at`; refused where the mapping is read-only.
     pub fn write(&self, at: usize, src: &[u8]) -> Result<(), MappingError> {
         let off = self.range(at, src.len())?;
+        if let Some(ro) = self.map.read_only() {
+            if off < ro.end && ro.start < off + src.len() {
+                return Err(MappingError::ReadOnly {
+                    offset: off,
+                    len: src.len(),
+                    read_only: ro,
+                });
+            }
+        }
         // SAFETY: `range` checked `at + src.len() <= self.len`, and `offset + len` lies inside
         // the mapping (checked at creation), which `self.map` keeps alive. `src` is ordinary
         // process memory, so it cannot overlap the shared mapping's bytes we write. No Rust

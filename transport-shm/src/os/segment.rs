@@ -130,6 +130,16 @@ impl Segment {
         &self.map
     }
 
+    /// Maps the payload memory of direction `d` (the peer's slots, when `d` is what this side
+    /// receives) read-only in this process: `Ok(false)` where the system's pages are larger
+    /// than [`crate::core::layout::PAYLOAD_ALIGN`] and it stays writable.
+    pub(crate) fn protect_payloads(&self, d: Direction) -> Result<bool, SegmentError> {
+        let dl = self.layout.dir(d);
+        Ok(self
+            .map
+            .protect_read_only(dl.payload_offset, dl.payload_len)?)
+    }
+
     /// The header words.
     pub fn header(&self) -> SharedWords {
         self.words(0, HEADER_WORDS)

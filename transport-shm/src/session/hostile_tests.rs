@@ -107,14 +107,24 @@ async fn one_run(seed: u64) -> Result<bool, String> {
             }
         })
     };
-    let words = a
-        .segment()
-        .mapping()
-        .words(0, a.segment().layout().total_len() / 8)
-        .map_err(|e| e.to_string())?;
+    // Each end maps the other's payload memory read-only, so a word there is written through
+    // the mapping of the end that owns it (as the peer would), everything else through A's.
+    let words = |t: &ShmTransport| {
+        t.segment()
+            .mapping()
+            .words(0, t.segment().layout().total_len() / 8)
+            .map_err(|e| e.to_string())
+    };
+    let (words_a, words_b) = (words(&a)?, words(&b)?);
+    let a_read_only = a.segment().mapping().read_only().unwrap_or_default();
     let writes = 1 + rng.below(40);
     for _ in 0..writes {
         let w = target(&a, &mut rng);
+        let words = if a_read_only.contains(&(w * 8)) {
+            &words_b
+        } else {
+            &words_a
+        };
         words[w].store(value(&mut rng), Ordering::Relaxed);
         for _ in 0..rng.below(50) {
             tokio::task::yield_now().await;

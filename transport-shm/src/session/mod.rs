@@ -86,6 +86,13 @@ impl ShmTransport {
                 .map_err(corrupt("return ring"))?,
             geometry,
         );
+        // Nothing here writes the peer's payloads: mapped read-only, a stray write faults at
+        // once instead of garbling a frame in flight (INVARIANTS 28).
+        let protected = p.seg.protect_payloads(rxd).map_err(|e| {
+            TransportError::Io(std::io::Error::other(format!(
+                "mapping the peer's payload memory read-only: {e}"
+            )))
+        })?;
         p.seg.mark_attached(p.side, sys::current_pid());
         // The peer's process, from the kernel (SO_PEERCRED); a socket pair names our own pid.
         let peer_pid = rustix::net::sockopt::socket_peercred(&p.sock)
@@ -149,7 +156,9 @@ impl ShmTransport {
             liveness::watch(sock, pidfd, Arc::downgrade(&inner)).instrument(inner.span.clone()),
         )
         .abort_handle();
-        inner.span.in_scope(|| tracing::info!("session started"));
+        inner
+            .span
+            .in_scope(|| tracing::info!(peer_payloads_read_only = protected, "session started"));
         Ok(ShmTransport {
             inner,
             watchers: vec![watcher],

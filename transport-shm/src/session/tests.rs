@@ -122,3 +122,69 @@ fn payload_word_at_for_test(j: usize) -> (usize, usize) {
         (1, 6),
     ][j]
 }
+
+/// The permissions of the mapping that holds `addr`, from `/proc/self/maps` (`"rw-s"`).
+fn perms_at(addr: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        let (lo, hi) = range.split_once('-').unwrap();
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).unwrap(),
+            usize::from_str_radix(hi, 16).unwrap(),
+        );
+        if (lo..hi).contains(&addr) {
+            return perms.to_string();
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+/// Each end maps the payload memory of what it receives read-only (the kernel says so), its
+/// own payload memory and every ring read-write; a write into the read-only part through the
+/// crate's byte views is refused with the range.
+#[tokio::test]
+async fn the_peers_payload_memory_is_mapped_read_only() {
+    use crate::core::layout::Direction;
+    let (a, b) = crate::pair(crate::ShmConfig::default()).await.unwrap();
+    for (t, incoming, outgoing) in [
+        (&a, Direction::BToA, Direction::AToB),
+        (&b, Direction::AToB, Direction::BToA),
+    ] {
+        let map = t.segment().mapping();
+        let layout = t.segment().layout();
+        let (inc, out) = (layout.dir(incoming), layout.dir(outgoing));
+        assert_eq!(
+            map.read_only(),
+            Some(inc.payload_offset..inc.payload_offset + inc.payload_len)
+        );
+        let addr = |off: usize| map.span(off, 1).unwrap().0.as_ptr() as usize;
+        let last = inc.payload_offset + inc.payload_len - 1;
+        assert_eq!(&perms_at(addr(inc.payload_offset))[..3], "r--");
+        assert_eq!(&perms_at(addr(last))[..3], "r--");
+        for writable in [
+            0,
+            inc.desc_ring_offset,
+            inc.completion_ring_offset,
+            out.desc_ring_offset,
+            out.payload_offset,
+            out.payload_offset + out.payload_len - 1,
+        ] {
+            assert_eq!(&perms_at(addr(writable))[..3], "rw-", "offset {writable}");
+        }
+        let whole = map.bytes(0, map.len()).unwrap();
+        assert!(matches!(
+            whole.write(inc.payload_offset + 10, &[1, 2, 3]),
+            Err(crate::os::mapping::MappingError::ReadOnly { .. })
+        ));
+        whole.write(out.payload_offset + 10, &[1, 2, 3]).unwrap();
+    }
+    // Traffic of every size still flows both ways.
+    for len in [0usize, 8, 300, 5000, 70_000] {
+        a.send(Frame::new(vec![7u8; len])).await.unwrap();
+        assert_eq!(b.recv().await.unwrap().bytes(), &vec![7u8; len][..]);
+        b.send(Frame::new(vec![9u8; len])).await.unwrap();
+        assert_eq!(a.recv().await.unwrap().bytes(), &vec![9u8; len][..]);
+    }
+}

@@ -36,12 +36,21 @@ fn default_geometry_is_valid_and_aligned() {
         a.completion_ring_offset,
         a.desc_ring_offset + a.desc_ring_words * 8
     );
-    assert_eq!(
-        a.classes[0].offset,
-        a.completion_ring_offset + a.completion_ring_words * 8
-    );
-    let last = a.classes.last().unwrap();
-    assert!(b.desc_ring_offset >= last.offset + (last.slot_size * last.slot_count) as usize);
+    // Payload memory starts on the first page boundary after the rings and ends on a page
+    // boundary at or after the last slot, before the next direction's rings.
+    for dl in [a, b] {
+        let rings_end = dl.completion_ring_offset + dl.completion_ring_words * 8;
+        assert_eq!(dl.payload_offset % PAYLOAD_ALIGN, 0);
+        assert_eq!(dl.payload_len % PAYLOAD_ALIGN, 0);
+        assert!(dl.payload_offset >= rings_end && dl.payload_offset - rings_end < PAYLOAD_ALIGN);
+        assert_eq!(dl.classes[0].offset, dl.payload_offset);
+        let last = dl.classes.last().unwrap();
+        let slots_end = last.offset + (last.slot_size * last.slot_count) as usize;
+        let end = dl.payload_offset + dl.payload_len;
+        assert!(end >= slots_end && end - slots_end < PAYLOAD_ALIGN);
+    }
+    assert!(b.desc_ring_offset >= a.payload_offset + a.payload_len);
+    assert_eq!(l.total_len(), b.payload_offset + b.payload_len);
 }
 
 #[test]
@@ -126,7 +135,7 @@ fn from_header_reports_field_and_value() {
     let l = Layout::new(Geometry::default()).unwrap();
     let cases: Vec<(usize, u64, LayoutError)> = vec![
         (hdr::MAGIC, 7, LayoutError::BadMagic { found: 7 }),
-        (hdr::VERSION, 2, LayoutError::BadVersion { found: 2 }),
+        (hdr::VERSION, 1, LayoutError::BadVersion { found: 1 }),
         (
             hdr::RING_CAPACITY,
             0,
