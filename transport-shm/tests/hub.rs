@@ -392,11 +392,14 @@ async fn recv_any_is_fair_to_a_quiet_peer() {
          flooder sent {sent} frames ({slowdown:.1}x); the host served {flood_frames} flood frames \
          for {quiet_frames} quiet ones"
     );
-    // Starvation guard only (timings belong in the benchmark; this machine is shared): a
-    // starved peer would take orders of magnitude longer, not a few times.
+    // Timings belong in the benchmark (this machine is shared), so the ratio above is only
+    // printed. What is asserted: every quiet round trip finished under the hang guard while
+    // the flood ran, and the host served both peers meanwhile (a scheduler that starved the
+    // quiet peer would hang it; one that starved the flooder would serve no flood frame).
+    assert_eq!(quiet_frames, 2 * ROUND_TRIPS);
     assert!(
-        slowdown < 100.0,
-        "the quiet peer was starved: {slowdown:.1}x slower"
+        flood_frames >= 2000,
+        "the host served {flood_frames} flood frames"
     );
 }
 
@@ -543,10 +546,10 @@ async fn sixty_four_peers_and_waiting_for_a_region() {
     };
     let (hub, path) = bind(
         "64",
+        // Peers wait for a region: the late connect may reach the hub before a region frees.
         HubConfig {
-            max_peers: 64,
             geometry: tiny,
-            ..HubConfig::default()
+            ..waiting_config(64)
         },
     );
     let mut peers = Vec::new();
