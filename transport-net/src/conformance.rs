@@ -59,14 +59,6 @@ fn capabilities() -> Capabilities {
     }
 }
 
-/// Scenarios both network backends are known to fail, reported as ignored until fixed.
-const KNOWN_BUGS: &[(&str, &str)] = &[(
-    "close_races_concurrent_sends",
-    "a close() racing sends on other tasks can end the peer's stream with PeerDied instead of \
-     Closed (about one run in four or five under load): the close's message and the end of \
-     stream can be overtaken by a reset",
-)];
-
 /// The `tcp` backend under test (loopback, port 0).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TcpBackend;
@@ -77,9 +69,6 @@ impl Backend for TcpBackend {
 
     fn name(&self) -> &'static str {
         "tcp"
-    }
-    fn known_bugs(&self) -> Vec<(&'static str, &'static str)> {
-        KNOWN_BUGS.to_vec()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -111,9 +100,6 @@ impl Backend for UnixBackend {
 
     fn name(&self) -> &'static str {
         "unix"
-    }
-    fn known_bugs(&self) -> Vec<(&'static str, &'static str)> {
-        KNOWN_BUGS.to_vec()
     }
 
     fn capabilities(&self) -> Capabilities {

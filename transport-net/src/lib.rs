@@ -64,9 +64,13 @@
 //! written, and otherwise lets it go out whole: the wire never carries part of a frame. A
 //! reader task reads in large chunks and hands payloads out as `Bytes` slices of its buffer
 //! (no copy; payloads of at most 64 bytes are copied into the frame itself, no allocation).
-//! `close()` writes the close message before it returns (waiting, at most `keepalive_ms`, for
-//! room in the socket) and, over TCP on a multi-thread runtime, waits for the peer to answer it,
-//! so a process may exit right after it. Nothing here uses `unsafe`.
+//! `close()` queues the close message after every frame already committed and writes it at
+//! once if the socket has room; on a multi-thread runtime or outside any runtime it waits (at
+//! most `keepalive_ms`, without holding up other tasks) until the close is in the kernel and,
+//! over TCP, until the peer answers it with its end of stream, so a process may exit right
+//! after it. A write that fails ends the output only: how the session ended is decided by the
+//! reader, so a peer that closed and went away is `Closed` once all it sent was delivered.
+//! Nothing here uses `unsafe`.
 //!
 //! The streams are plaintext: use them on trusted networks, or tunnel them.
 

@@ -45,6 +45,10 @@ pub(crate) struct Out {
     pub(crate) last_write: Option<Instant>,
     /// The close message is queued; nothing may follow it.
     pub(crate) close_queued: bool,
+    /// Sequence number of the close message, once queued.
+    close_seq: Option<u64>,
+    /// The write side is shut down: the close message is written (see [`Out::flush`]).
+    write_shut: bool,
     /// Sequence number of the next message queued.
     next_seq: u64,
     /// One past the sequence number of the last message written whole.
@@ -112,12 +116,21 @@ impl Out {
         self.next_seq += 1;
     }
 
-    /// Queues the close message after everything committed (once).
-    pub(crate) fn queue_close(&mut self) {
-        if !self.close_queued {
-            self.push_control(&wire::CLOSE.to_le_bytes());
-            self.close_queued = true;
+    /// Queues the close message after everything committed (once); true if it was not
+    /// queued before.
+    pub(crate) fn queue_close(&mut self) -> bool {
+        if self.close_queued {
+            return false;
         }
+        self.close_seq = Some(self.next_seq);
+        self.push_control(&wire::CLOSE.to_le_bytes());
+        self.close_queued = true;
+        true
+    }
+
+    /// The close message is written whole (so is every message before it).
+    pub(crate) fn close_written(&self) -> bool {
+        self.close_seq.is_some_and(|s| self.is_written(s))
     }
 
     /// Drops everything queued (the link is gone).
@@ -131,51 +144,15 @@ impl Out {
     }
 
     /// Writes as much of the queue as the socket takes without waiting. `Ok(true)`: the queue
-    /// is empty; `Ok(false)`: the socket is full.
+    /// is empty; `Ok(false)`: the socket is full. Whoever writes the last byte of the close
+    /// message shuts the write side down, so the peer sees the end of stream right after it.
     pub(crate) fn flush(&mut self, sock: &crate::sock::Sock, g: &Gauges) -> io::Result<bool> {
-        self.flush_with(g, |iov| sock.try_write_vectored(iov))
-    }
-
-    /// [`flush`](Self::flush), waiting in this thread (at most `limit`) until everything is
-    /// written: for `close()`, which cannot wait asynchronously and must not leave its last
-    /// bytes behind when the process exits right after it.
-    pub(crate) fn flush_blocking(
-        &mut self,
-        sock: &crate::sock::Sock,
-        g: &Gauges,
-        limit: std::time::Duration,
-    ) -> io::Result<()> {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
-        let deadline = std::time::Instant::now() + limit;
-        let fd = sock.fd();
-        loop {
-            let done = self.flush_with(g, |iov| {
-                sendmsg(
-                    fd,
-                    iov,
-                    &mut SendAncillaryBuffer::default(),
-                    SendFlags::NOSIGNAL,
-                )
-                .map_err(io::Error::from)
-            })?;
-            if done {
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the peer took no bytes for {limit:?}"),
-                ));
-            }
-            let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
-            let t = Timespec::try_from(left).unwrap_or(Timespec {
-                tv_sec: 1,
-                tv_nsec: 0,
-            });
-            poll(&mut fds, Some(&t))?;
+        let done = self.flush_with(g, |iov| sock.try_write_vectored(iov))?;
+        if done && !self.write_shut && self.close_written() {
+            self.write_shut = true;
+            sock.shutdown(rustix::net::Shutdown::Write);
         }
+        Ok(done)
     }
 
     fn flush_with(

@@ -74,8 +74,7 @@ pub(crate) async fn run(sh: Arc<Shared>) {
             }
         }
     };
-    lock(&sh.state).reader_done = true;
-    sh.finish(end);
+    sh.reader_ended(end);
 }
 
 fn handle(sh: &Shared, p: Parsed, buf: &mut BytesMut, delivered: &mut bool) -> Step {

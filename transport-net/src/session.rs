@@ -23,11 +23,16 @@ use transport_api::{
 /// taken in arrival order by any number of receivers. Dropping the handle closes the session
 /// gracefully.
 ///
-/// `close()` (and drop) writes the close message before returning, so a process may exit right
-/// after it: if the socket is full it waits for the peer to read, and over TCP on a multi-thread
-/// runtime it also waits for the peer to answer the close (the kernel would otherwise reset a
-/// connection still receiving, dropping its last unsent bytes), each for at most
-/// `keepalive_ms`, blocking the calling thread (through `block_in_place` where it may).
+/// `close()` (and drop) queues the close message after every frame whose `send` already
+/// committed it (those sends then return `Ok`; later ones fail with `Closed`) and writes it at
+/// once if the socket has room. So that a process may exit right after it, it then waits, for
+/// at most `keepalive_ms`, until the close is in the kernel (if the socket was full) and, over
+/// TCP, until the peer answers the close with its end of stream (the kernel would otherwise
+/// reset a connection still receiving, dropping its last unsent bytes). It waits in the calling
+/// thread on a multi-thread runtime, through `block_in_place` (the runtime moves its other tasks
+/// to another thread), or outside any runtime. On a current-thread runtime it does not wait,
+/// since neither the session's tasks nor an in-process peer could run meanwhile: the writer
+/// task writes what is left, and a process should not exit before the runtime has run it.
 pub struct NetTransport {
     shared: Arc<Shared>,
 }

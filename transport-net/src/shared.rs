@@ -45,8 +45,9 @@ pub(crate) struct State {
     /// The reader task ended: no more frames arrive. Until then, `recv` keeps waiting for
     /// frames the peer sent before the link broke (a failed write does not lose them).
     pub(crate) reader_done: bool,
-    /// The socket is finished with (peer gone, peer closed, corrupt input, write failure):
-    /// nothing more is written or read.
+    /// The output ended (the session ended other than by a local close, or a write failed):
+    /// the queue was dropped and nothing more is written. Set under both locks, with the queue
+    /// dropped (see [`Shared::check_written`]).
     pub(crate) link_down: bool,
     /// Frame bytes (wire cost) committed by sends, in total.
     pub(crate) sent: u64,
@@ -56,6 +57,16 @@ pub(crate) struct State {
     pub(crate) rx: VecDeque<Frame>,
     /// Frame bytes received, in total (checked against the window this side announced).
     pub(crate) received: u64,
+}
+
+impl State {
+    /// What a send whose frame cannot be written any more reports: the session's end, or
+    /// `PeerDied` while the reader has not yet found why the peer stopped reading.
+    pub(crate) fn output_error(&self) -> TransportError {
+        self.end
+            .as_ref()
+            .map_or(TransportError::PeerDied, End::error)
+    }
 }
 
 /// Everything one session's handle and tasks share.
@@ -99,35 +110,52 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Ends the session for `end` (the first cause wins for what users see). Anything but a
-    /// local close also ends the link: queued output is dropped and the socket shut down.
+    /// Ends the session for `end` (the first cause wins for what users see). A local close
+    /// queues the close message after every committed frame and sends it (see
+    /// [`Shared::send_close`]); any other end also ends the output: queued messages are dropped
+    /// and nothing more is written.
     pub(crate) fn finish(&self, end: End) {
+        self.end_session(end, false);
+    }
+
+    /// [`finish`](Self::finish) for the reader task, which read its last byte: no more frames
+    /// arrive, so `recv` reports the end once the received frames are taken.
+    pub(crate) fn reader_ended(&self, end: End) {
+        self.end_session(end, true);
+    }
+
+    fn end_session(&self, end: End, from_reader: bool) {
         let mut st = lock(&self.state);
         let was = st.end.clone();
         if st.end.is_none() {
             st.end = Some(end.clone());
         }
-        let link_ends = !matches!(end, End::LocalClose);
-        let already_down = st.link_down;
-        let reader_done = st.reader_done;
-        if link_ends {
-            st.link_down = true;
+        if from_reader {
+            // Set with `end`: a session whose reader is done always has its verdict.
+            st.reader_done = true;
         }
+        let mut close_queued = false;
         if matches!(end, End::LocalClose) {
-            st.closed_locally = true;
-            let n = st.rx.len() as u64;
-            let bytes: u64 = st.rx.iter().map(|f| f.payload.len() as u64).sum();
-            st.rx.clear();
-            self.gauges.rx_frames.fetch_sub(n, Relaxed);
-            self.gauges.rx_bytes.fetch_sub(bytes, Relaxed);
+            if !st.closed_locally {
+                st.closed_locally = true;
+                let n = st.rx.len() as u64;
+                let bytes: u64 = st.rx.iter().map(|f| f.payload.len() as u64).sum();
+                st.rx.clear();
+                self.gauges.rx_frames.fetch_sub(n, Relaxed);
+                self.gauges.rx_bytes.fetch_sub(bytes, Relaxed);
+            }
+            if !st.link_down {
+                // Under the state lock, which commits take too: every frame committed before
+                // the close is queued before it, and none after it.
+                close_queued = lock(&self.out).queue_close();
+            }
+        } else {
+            self.drop_output(&mut st);
         }
+        let reader_done = st.reader_done;
         drop(st);
-        if matches!(end, End::LocalClose) && !already_down {
-            self.close_now();
-        }
-        if link_ends && !already_down {
-            lock(&self.out).clear(&self.gauges);
-            self.gauges.written.notify_waiters();
+        if close_queued {
+            self.send_close();
         }
         if reader_done {
             // Nothing more is read or written: the peer sees the end at once.
@@ -148,7 +176,19 @@ impl Shared {
         }
         self.send_ready.notify_waiters();
         self.recv_ready.notify_waiters();
+        self.gauges.written.notify_waiters();
         self.writer_wake.notify_one();
+    }
+
+    /// Ends the output (once): drops what is queued, so nothing more is written. Called with
+    /// the state lock held, and takes the queue's lock inside it: a sender that finds its frame
+    /// neither written nor queued under both locks ([`Shared::check_written`]) knows it never
+    /// will be.
+    fn drop_output(&self, st: &mut State) {
+        if !st.link_down {
+            st.link_down = true;
+            lock(&self.out).clear(&self.gauges);
+        }
     }
 
     /// Commits `frame` to the output queue if the peer's window has room and returns its
@@ -169,6 +209,9 @@ impl Shared {
             }
             if let Some(end) = &st.end {
                 return Err(end.error());
+            }
+            if st.link_down {
+                return Err(st.output_error());
             }
             let outstanding = st.sent.saturating_sub(st.acked);
             if outstanding > 0 && outstanding + cost > self.peer_window {
@@ -205,15 +248,17 @@ impl Shared {
         Some(f)
     }
 
-    /// Whether frame `seq` is written whole: `Ok(true)`, `Ok(false)` while it waits, the
-    /// session's error when the link went down before it was.
+    /// Whether frame `seq` is written whole: `Ok(true)`, `Ok(false)` while it waits, an error
+    /// when the output ended before it was (then none of it is delivered).
     pub(crate) fn check_written(&self, seq: u64) -> Result<bool> {
+        // Both locks, in the order `drop_output` takes them: between looking at the queue and
+        // at `link_down` no write can complete the frame.
+        let st = lock(&self.state);
         if lock(&self.out).is_written(seq) {
             return Ok(true);
         }
-        let st = lock(&self.state);
         if st.link_down {
-            return Err(st.end.as_ref().map_or(TransportError::PeerDied, End::error));
+            return Err(st.output_error());
         }
         Ok(false)
     }
@@ -240,41 +285,76 @@ impl Shared {
         self.writer_wake.notify_one();
     }
 
-    /// Queues the close message and writes it at once if the socket takes it, so that a
-    /// process exiting right after `close()` still closes gracefully; otherwise the writer
-    /// task finishes the job.
-    pub(crate) fn close_now(&self) {
-        let mut out = lock(&self.out);
-        out.queue_close();
-        match out.flush_blocking(&self.sock, &self.gauges, self.keepalive) {
-            Ok(()) => {
-                self.sock.shutdown(rustix::net::Shutdown::Write);
-                // Input left unread when a TCP socket is closed, or arriving after, makes the
-                // kernel reset the connection and drop what it has not sent yet (the last
-                // frames, the close). So that a process may exit right after `close()`, wait
-                // (at most `keepalive_ms`) for the peer to answer the close with its end of
-                // stream, reading away what comes before it: nothing read after a local close
-                // is used. A current-thread runtime could not run an in-process peer
-                // meanwhile, so there only what is pending is read away.
-                let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
-                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-                });
-                if matches!(self.sock, Sock::Tcp(_)) && multi_thread {
-                    tokio::task::block_in_place(|| self.sock.drain_until_eof(self.keepalive));
-                } else {
+    /// Sends the close message [`finish`](Self::finish) just queued: writes it at once if the
+    /// socket has room, so that a process may exit right after `close()`. Where this thread may
+    /// wait without starving the session's tasks or an in-process peer, it also waits (at
+    /// most `keepalive_ms`) until the close is in the kernel and, over TCP, until the peer
+    /// answers it with its end of stream, reading away what comes before (nothing read after a
+    /// local close is used): input left unread when a TCP socket is closed, or arriving after,
+    /// makes the kernel reset the connection and drop what it has not sent yet. Whatever is
+    /// left is the writer task's (the write) and the reader task's (the wait for the peer's
+    /// end of stream).
+    fn send_close(&self) {
+        let flushed = lock(&self.out).flush(&self.sock, &self.gauges);
+        let written = match flushed {
+            Ok(written) => written,
+            Err(e) => return self.write_failed(e),
+        };
+        let tcp = matches!(self.sock, Sock::Tcp(_));
+        if written && !tcp {
+            // A Unix socket keeps nothing on this side: what is written is at the peer.
+            return;
+        }
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            // Not on a runtime's thread: waiting here holds up no task.
+            Err(_) => self.linger(),
+            // The runtime hands this worker's other tasks to another thread meanwhile.
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| self.linger())
+            }
+            // A current-thread runtime could not run the session's tasks, nor an in-process
+            // peer, while this thread waits: only pending input is read away.
+            Ok(_) => {
+                if tcp {
                     self.sock.discard_input();
                 }
-            }
-            Err(e) => {
-                drop(out);
-                self.write_failed(e);
             }
         }
     }
 
+    /// The waiting part of [`send_close`](Self::send_close), in this thread.
+    fn linger(&self) {
+        let deadline = std::time::Instant::now() + self.keepalive;
+        loop {
+            // The queue's lock is held only to write, never while waiting: senders and the
+            // writer task (which may finish the job first) go on meanwhile.
+            let flushed = lock(&self.out).flush(&self.sock, &self.gauges);
+            match flushed {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return self.write_failed(e),
+            }
+            if !self.sock.wait_writable(deadline) {
+                return;
+            }
+        }
+        if matches!(self.sock, Sock::Tcp(_)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            self.sock.drain_until_eof(left);
+        }
+    }
+
+    /// A write failed: the peer is gone or reset the connection. The output ends, but the
+    /// session's end is left to the reader: what the peer sent before, up to a close message,
+    /// may still wait in the socket, and is delivered first.
     pub(crate) fn write_failed(&self, e: std::io::Error) {
         tracing::debug!(parent: &self.span, error = %e, "write failed");
-        self.finish(End::PeerDied);
+        let mut st = lock(&self.state);
+        self.drop_output(&mut st);
+        drop(st);
+        self.send_ready.notify_waiters();
+        self.gauges.written.notify_waiters();
+        self.writer_wake.notify_one();
     }
 
     pub(crate) fn check_len(&self, len: usize) -> Result<()> {

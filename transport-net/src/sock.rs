@@ -109,6 +109,29 @@ impl Sock {
         }
     }
 
+    /// Waits in this thread until the socket has room for output, at most until `deadline`;
+    /// false when the deadline passed first.
+    pub(crate) fn wait_writable(&self, deadline: std::time::Instant) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(t) = Timespec::try_from(left) else {
+                return false;
+            };
+            if left.is_zero() {
+                return false;
+            }
+            let fd = self.fd();
+            let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+            match poll(&mut fds, Some(&t)) {
+                // Ready, or an error or hang-up the next write reports.
+                Ok(n) if n > 0 => return true,
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return true,
+            }
+        }
+    }
+
     /// Reads and drops input until end of stream, waiting at most `limit` in this thread.
     pub(crate) fn drain_until_eof(&self, limit: Duration) {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};

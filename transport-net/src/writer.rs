@@ -14,7 +14,7 @@ enum Next {
     Finish,
 }
 
-/// Queues control messages that are due (credit, a request for credit, keep-alive, close).
+/// Queues control messages that are due (credit, a request for credit, keep-alive).
 fn queue_control(sh: &Shared) -> Next {
     let st = lock(&sh.state);
     if st.link_down {
@@ -22,6 +22,8 @@ fn queue_control(sh: &Shared) -> Next {
     }
     let mut out = lock(&sh.out);
     if out.close_queued {
+        // A local close queued the close message (under the state lock, after the last
+        // committed frame): nothing may follow it.
         return Next::Write;
     }
     if sh.want_credit.swap(false, Relaxed) {
@@ -34,11 +36,6 @@ fn queue_control(sh: &Shared) -> Next {
     {
         sh.granted.store(consumed, Relaxed);
         out.push_control(&wire::credit(consumed));
-    }
-    if st.closed_locally {
-        // Committed frames are all queued already (commits happen under the state lock).
-        out.queue_close();
-        return Next::Write;
     }
     let idle = out.last_write.map_or(sh.ping_every, |t| t.elapsed());
     if out.is_empty() && idle >= sh.ping_every {
@@ -77,8 +74,8 @@ pub(crate) async fn run(sh: Arc<Shared>) {
             (out.close_queued, out.last_write)
         };
         if closed {
-            // Everything up to the close message is written: no more bytes from this side.
-            sh.sock.shutdown(rustix::net::Shutdown::Write);
+            // Everything up to the close message is written, and the write side shut down
+            // (by `Out::flush`): no more bytes from this side.
             tracing::debug!(parent: &sh.span, "close sent");
             return;
         }
