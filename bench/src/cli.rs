@@ -31,6 +31,7 @@ rows: spin (shared-memory spin lower bound), eventfd (kernel wake), unix (tokio 
       socket), mem (transport-mem, two threads), shm (transport-shm, two processes),
       shm-park, shm-park-mt (no spin: always parked; current-thread / multi-thread runtimes),
       shm-mt (default spin, multi-thread runtimes), shm-zc (transport-shm, zero-copy stream),
+      shm-ro (transport-shm, the peer's slots mapped read-only),
       hub, hub-any (transport-shm hub host <-> one peer process; the host receives through the
       peer's session / through recv_any), hub-fanin-1, hub-fanin-4, hub-fanin-16 (N peer
       processes streaming 64 B and 64 KiB frames to one host), hub-attach (costs: attach,

@@ -224,6 +224,35 @@ pub const ROWS: &[Row] = &[
         costs: &[],
     },
     Row {
+        name: "shm-ro",
+        about: "transport-shm with `read_only_payloads` on both sides (the peer's slots mapped \
+                read-only), two processes",
+        rtt_sizes: &SIZES,
+        stream_sizes: &SIZES,
+        gaps: false,
+        peer: None,
+        start: |p| {
+            let config = transport_shm::ShmConfig {
+                read_only_payloads: true,
+                ..transport_shm::ShmConfig::default()
+            };
+            Ok(Box::new(cross::parent(p, "shm-ro", |path| async move {
+                let listener = transport_shm::ShmListener::bind(&path, config)?;
+                listener.accept().await
+            })?))
+        },
+        child: Some(|a| {
+            cross::child(a, |path| async move {
+                let config = transport_shm::ShmConfig {
+                    read_only_payloads: true,
+                    ..transport_shm::ShmConfig::default()
+                };
+                transport_shm::connect_config(&path, &config).await
+            })
+        }),
+        costs: &[],
+    },
+    Row {
         name: "shm-park",
         about: "transport-shm with no spin on either side (always parked), current-thread runtimes",
         rtt_sizes: &[8],

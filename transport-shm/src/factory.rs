@@ -19,6 +19,7 @@ impl ShmConfig {
         "spin_us",
         "classes",
         "handshake_ms",
+        "read_only_payloads",
         "allow_uids",
         "allow_gids",
         "mode",
@@ -26,9 +27,15 @@ impl ShmConfig {
     ];
     /// The options of the session itself, with their ranges: `ring` (descriptors per
     /// direction, a power of two, see [`Geometry`](crate::Geometry)), `spin_us` (0..=1000000),
-    /// `classes` (`SIZExCOUNT,…`), `handshake_ms` (1..=600000).
-    pub const SESSION_OPTIONS: &'static [&'static str] =
-        &["ring", "spin_us", "classes", "handshake_ms"];
+    /// `classes` (`SIZExCOUNT,…`), `handshake_ms` (1..=600000), `read_only_payloads`
+    /// (`true`/`false`).
+    pub const SESSION_OPTIONS: &'static [&'static str] = &[
+        "ring",
+        "spin_us",
+        "classes",
+        "handshake_ms",
+        "read_only_payloads",
+    ];
 
     /// Reads the options above from a configuration; every number must lie in its range, and
     /// the address (the socket path) must not be empty.
@@ -63,6 +70,9 @@ impl ShmConfig {
         let max_handshake_ms = Self::MAX_HANDSHAKE_TIMEOUT.as_millis() as u64;
         if let Some(ms) = cfg.get_in::<u64>("handshake_ms", 1..=max_handshake_ms)? {
             c.handshake_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ro) = cfg.get::<bool>("read_only_payloads")? {
+            c.read_only_payloads = ro;
         }
         if let Some(spec) = cfg.get::<String>("classes")? {
             c.geometry.classes = parse_classes(&spec)?;
@@ -103,6 +113,7 @@ impl HubConfig {
         "spin_us",
         "classes",
         "handshake_ms",
+        "read_only_payloads",
         "allow_uids",
         "allow_gids",
         "mode",
@@ -133,6 +144,7 @@ impl HubConfig {
             wait,
             handshake_timeout: shm.handshake_timeout,
             access: shm.access,
+            read_only_payloads: shm.read_only_payloads,
         };
         c.validate()?;
         Ok(c)
@@ -140,11 +152,11 @@ impl HubConfig {
 }
 
 /// What a peer needs to reach a listener configured by `listen`: the same backend and address,
-/// and the peer-side options (`spin_us`, `handshake_ms`); the geometry and the access policy
-/// are the listener's.
+/// and the peer-side options (`spin_us`, `handshake_ms`, `read_only_payloads`); the geometry
+/// and the access policy are the listener's.
 pub(crate) fn peer_config(listen: &TransportConfig) -> TransportConfig {
     let mut c = TransportConfig::new(listen.backend.clone(), listen.address.clone());
-    for key in ["spin_us", "handshake_ms"] {
+    for key in ["spin_us", "handshake_ms", "read_only_payloads"] {
         if let Some(v) = listen.options.get(key) {
             c.options.insert(key.into(), v.clone());
         }

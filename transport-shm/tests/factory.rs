@@ -7,7 +7,7 @@ use transport_shm::ShmFactory;
 async fn shm_by_config_listens_and_connects() {
     let path = std::env::temp_dir().join(format!("tshm-factory-{}.sock", std::process::id()));
     let cfg: TransportConfig = format!(
-        "shm://{}?ring=64&spin_us=0&classes=256x16,65536x4",
+        "shm://{}?ring=64&spin_us=0&classes=256x16,65536x4&read_only_payloads=true",
         path.display()
     )
     .parse()
@@ -50,6 +50,10 @@ async fn bad_shm_configs_are_explained() {
         ("shm:///tmp/x.sock?ring=3", "ring"),
         ("shm:///tmp/x.sock?classes=256x", "256x"),
         ("shm:///tmp/x.sock?classes=300x4", "300"),
+        (
+            "shm:///tmp/x.sock?read_only_payloads=maybe",
+            "read_only_payloads",
+        ),
     ] {
         let e = reg
             .listen(&url.parse().unwrap())

@@ -407,7 +407,13 @@ async fn recv_any_is_fair_to_a_quiet_peer() {
 async fn peer_scribbling_its_own_region_does_not_disturb_others() {
     const GOOD: u32 = 3;
     const FRAMES: u64 = 400;
-    let (hub, path) = bind("scribble", config(4));
+    let (hub, path) = bind(
+        "scribble",
+        HubConfig {
+            read_only_payloads: true,
+            ..config(4)
+        },
+    );
     let (bad_id, _bad_host, bad) = attach(&hub, &path).await;
     let mut good = Vec::new();
     for tag in 0..GOOD {

@@ -28,6 +28,9 @@ pub struct HubConfig {
     pub handshake_timeout: Duration,
     /// Who may attach, and the socket file's mode (default: only this process's uid, `0600`).
     pub access: AccessPolicy,
+    /// Map each peer's payload memory read-only in the host (option `read_only_payloads`,
+    /// default `false`; see [`ShmConfig::read_only_payloads`]).
+    pub read_only_payloads: bool,
 }
 
 impl Default for HubConfig {
@@ -39,6 +42,7 @@ impl Default for HubConfig {
             wait: Duration::ZERO,
             handshake_timeout: ShmConfig::default().handshake_timeout,
             access: AccessPolicy::default(),
+            read_only_payloads: false,
         }
     }
 }
@@ -46,6 +50,13 @@ impl Default for HubConfig {
 impl HubConfig {
     /// The longest `wait` accepted (one hour).
     pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+    pub(crate) fn session_options(&self) -> crate::session::SessionOptions {
+        crate::session::SessionOptions {
+            spin: self.spin,
+            read_only_payloads: self.read_only_payloads,
+        }
+    }
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.max_peers == 0 || self.max_peers > MAX_HUB_PEERS {

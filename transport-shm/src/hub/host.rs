@@ -223,7 +223,7 @@ impl HubHost {
                 seg,
                 memfd.as_fd(),
                 &hello,
-                sh.config.spin,
+                sh.config.session_options(),
                 sh.config.handshake_timeout,
                 ("hub", format!("{} region {region}", sh.path.display())),
             )

@@ -16,7 +16,7 @@ use crate::core::wire::{
 };
 use crate::os::segment::Segment;
 use crate::os::sys;
-use crate::session::{SessionParts, ShmTransport};
+use crate::session::{SessionOptions, SessionParts, ShmTransport};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 use transport_api::{Refusal, Result, TransportError};
@@ -64,7 +64,7 @@ pub(super) async fn serve_handshake(
         seg,
         memfd.as_fd(),
         HELLO,
-        config.spin,
+        config.session_options(),
         config.handshake_timeout,
         ("shm", local),
     )
@@ -82,7 +82,7 @@ pub(crate) async fn serve_segment(
     seg: Segment,
     memfd: BorrowedFd<'_>,
     hello: &[u8],
-    spin: Duration,
+    opts: SessionOptions,
     handshake_timeout: Duration,
     (backend, local): (&'static str, String),
 ) -> Result<ShmTransport> {
@@ -133,7 +133,7 @@ pub(crate) async fn serve_segment(
         sock,
         my_bell: bell_a,
         peer_bell: bell_b,
-        spin,
+        opts,
         backend,
         local,
     })
@@ -147,7 +147,7 @@ pub(crate) async fn serve_segment(
 pub(super) async fn join_handshake(
     sock: OwnedFd,
     listener: &str,
-    spin: Duration,
+    opts: SessionOptions,
     handshake_timeout: Duration,
 ) -> Result<ShmTransport> {
     let sock = sys::async_readable(sock)?;
@@ -236,7 +236,7 @@ pub(super) async fn join_handshake(
         sock,
         my_bell: bell_b,
         peer_bell: bell_a,
-        spin,
+        opts,
         backend,
         local: listener.to_string(),
     })

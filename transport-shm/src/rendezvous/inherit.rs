@@ -68,5 +68,11 @@ pub async fn from_inherited() -> Result<ShmTransport> {
     let sock = sys::adopt_inherited_socket(fd).map_err(io)?;
     rustix::io::ioctl_fionbio(&sock, true).map_err(io)?;
     let c = ShmConfig::default();
-    join_handshake(sock, "the parent process", c.spin, c.handshake_timeout).await
+    join_handshake(
+        sock,
+        "the parent process",
+        c.session_options(),
+        c.handshake_timeout,
+    )
+    .await
 }

@@ -135,8 +135,8 @@ pub async fn connect_with(path: impl AsRef<Path>, spin: Duration) -> Result<ShmT
     connect_config(path, &config).await
 }
 
-/// Connects to a listener at `path` with this side's `spin` and `handshake_timeout` from
-/// `config` (the geometry is the listener's). A listener that turns this process away answers
+/// Connects to a listener at `path` with this side's `spin`, `handshake_timeout` and
+/// `read_only_payloads` from `config` (the geometry is the listener's). A listener that turns this process away answers
 /// [`TransportError::Refused`] with its reason.
 pub async fn connect_config(path: impl AsRef<Path>, config: &ShmConfig) -> Result<ShmTransport> {
     let path = path.as_ref();
@@ -155,7 +155,7 @@ pub async fn connect_config(path: impl AsRef<Path>, config: &ShmConfig) -> Resul
     let t = join_handshake(
         fd,
         &path.display().to_string(),
-        config.spin,
+        config.session_options(),
         config.handshake_timeout,
     )
     .await?;
@@ -174,7 +174,12 @@ pub async fn pair(config: ShmConfig) -> Result<(ShmTransport, ShmTransport)> {
     )
     .map_err(io)?;
     let serve = serve_handshake(a, &config, "pair".to_string());
-    let join = join_handshake(b, "pair", config.spin, config.handshake_timeout);
+    let join = join_handshake(
+        b,
+        "pair",
+        config.session_options(),
+        config.handshake_timeout,
+    );
     let (x, y) = tokio::try_join!(serve, join)?;
     Ok((x, y))
 }

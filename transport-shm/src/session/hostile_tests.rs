@@ -62,6 +62,8 @@ async fn one_run(seed: u64) -> Result<bool, String> {
     let cfg = ShmConfig {
         geometry: small_geometry(),
         spin: Duration::from_micros(2),
+        // Half the runs with the peer's payloads read-only, half without.
+        read_only_payloads: seed % 2 == 1,
         ..ShmConfig::default()
     };
     let (a, b) = pair(cfg).await.map_err(|e| format!("pair: {e}"))?;

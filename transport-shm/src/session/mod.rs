@@ -55,11 +55,22 @@ pub(crate) struct SessionParts {
     pub(crate) sock: OwnedFd,
     pub(crate) my_bell: OwnedFd,
     pub(crate) peer_bell: OwnedFd,
-    pub(crate) spin: Duration,
+    pub(crate) opts: SessionOptions,
     /// The backend this session belongs to (`shm` or `hub`), for its tracing span.
     pub(crate) backend: &'static str,
     /// This side's address (the socket path, `pair`, `inherited`), for its tracing span.
     pub(crate) local: String,
+}
+
+/// What each side chooses for its own end of a session (the geometry is the listener's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SessionOptions {
+    /// How long a waiting operation spins before parking.
+    pub(crate) spin: Duration,
+    /// Map the peer's payload memory read-only (see [`ShmConfig::read_only_payloads`]).
+    ///
+    /// [`ShmConfig::read_only_payloads`]: crate::ShmConfig::read_only_payloads
+    pub(crate) read_only_payloads: bool,
 }
 
 impl ShmTransport {
@@ -86,13 +97,14 @@ impl ShmTransport {
                 .map_err(corrupt("return ring"))?,
             geometry,
         );
-        // Nothing here writes the peer's payloads: mapped read-only, a stray write faults at
-        // once instead of garbling a frame in flight (INVARIANTS 28).
-        let protected = p.seg.protect_payloads(rxd).map_err(|e| {
-            TransportError::Io(std::io::Error::other(format!(
-                "mapping the peer's payload memory read-only: {e}"
-            )))
-        })?;
+        // Nothing here writes the peer's payloads: mapped read-only on request, a stray write
+        // faults at once instead of garbling a frame in flight (INVARIANTS 28).
+        let protected = p.opts.read_only_payloads
+            && p.seg.protect_payloads(rxd).map_err(|e| {
+                TransportError::Io(std::io::Error::other(format!(
+                    "mapping the peer's payload memory read-only: {e}"
+                )))
+            })?;
         p.seg.mark_attached(p.side, sys::current_pid());
         // The peer's process, from the kernel (SO_PEERCRED); a socket pair names our own pid.
         let peer_pid = rustix::net::sockopt::socket_peercred(&p.sock)
@@ -139,7 +151,7 @@ impl ShmTransport {
             local: Notify::new(),
             waiters: AtomicUsize::new(0),
             status: Status::default(),
-            spin: p.spin,
+            spin: p.opts.spin,
             max_payload,
             inline_max: inline_max(ring_capacity),
             span,

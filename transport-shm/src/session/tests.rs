@@ -141,13 +141,18 @@ fn perms_at(addr: usize) -> String {
     panic!("no mapping holds {addr:#x}");
 }
 
-/// Each end maps the payload memory of what it receives read-only (the kernel says so), its
-/// own payload memory and every ring read-write; a write into the read-only part through the
-/// crate's byte views is refused with the range.
+/// With `read_only_payloads`, each end maps the payload memory of what it receives read-only
+/// (the kernel says so), its own payload memory and every ring read-write; a write into the
+/// read-only part through the crate's byte views is refused with the range. Without it,
+/// nothing is protected.
 #[tokio::test]
 async fn the_peers_payload_memory_is_mapped_read_only() {
     use crate::core::layout::Direction;
-    let (a, b) = crate::pair(crate::ShmConfig::default()).await.unwrap();
+    let cfg = crate::ShmConfig {
+        read_only_payloads: true,
+        ..crate::ShmConfig::default()
+    };
+    let (a, b) = crate::pair(cfg).await.unwrap();
     for (t, incoming, outgoing) in [
         (&a, Direction::BToA, Direction::AToB),
         (&b, Direction::AToB, Direction::BToA),
@@ -180,6 +185,8 @@ async fn the_peers_payload_memory_is_mapped_read_only() {
         ));
         whole.write(out.payload_offset + 10, &[1, 2, 3]).unwrap();
     }
+    let (c, _d) = crate::pair(crate::ShmConfig::default()).await.unwrap();
+    assert_eq!(c.segment().mapping().read_only(), None);
     // Traffic of every size still flows both ways.
     for len in [0usize, 8, 300, 5000, 70_000] {
         a.send(Frame::new(vec![7u8; len])).await.unwrap();
