@@ -19,6 +19,7 @@ use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use tokio::net::UnixListener;
@@ -92,11 +93,12 @@ impl HubHost {
                 regions,
                 peers: BTreeMap::new(),
                 next_generation: 1,
-                last_served: None,
                 closed: false,
             }),
             region_freed: Notify::new(),
             peers_changed: Notify::new(),
+            members: AtomicU64::new(0),
+            last_served: AtomicU64::new(0),
             path,
         });
         let weak = Arc::downgrade(&shared);
@@ -254,7 +256,7 @@ impl HubHost {
                         t.close();
                         return Err(TransportError::Closed);
                     }
-                    sh.peers_changed.notify_waiters();
+                    sh.members_changed();
                     tracing::info!(backend = "hub", peer = %id, path = %sh.path.display(),
                         "peer attached");
                     return Ok((id, t));
@@ -379,7 +381,7 @@ impl HubHost {
             t.close();
         }
         drop(released);
-        self.shared.peers_changed.notify_waiters();
+        self.shared.members_changed();
         self.shared.region_freed.notify_waiters();
     }
 

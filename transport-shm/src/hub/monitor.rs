@@ -75,7 +75,7 @@ impl Shared {
             }
         }
         self.sweep();
-        self.peers_changed.notify_waiters();
+        self.members_changed();
     }
 
     /// Drops the hub's reference to every session whose peer hung up and whose frames were all
@@ -101,6 +101,10 @@ impl Shared {
                     e.transport.take()
                 })
             };
+            if released.is_some() {
+                self.members
+                    .fetch_add(1, crate::core::sync::Ordering::Release);
+            }
             drop(released);
         }
     }
@@ -116,6 +120,7 @@ impl Shared {
             std::mem::replace(&mut st.regions[region], Region::Free)
         };
         drop(released);
+        self.members_changed();
         tracing::debug!(backend = "hub", peer = %id, region, "region reclaimed");
         self.region_freed.notify_waiters();
     }

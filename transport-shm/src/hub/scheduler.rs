@@ -3,23 +3,58 @@
 
 use super::host::HubHost;
 use super::peer::PeerId;
+use super::table::Shared;
 use super::table::lock;
-use super::table::{Entry, Shared};
 use crate::session::ShmTransport;
 use crate::session::waiter::Spin;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use transport_api::{Frame, Result, Transport, TransportError};
 
-/// What one pass of [`Shared::take_ready`] found.
-pub(super) enum Ready {
+/// What one lock-free pass over a [`Snapshot`] found.
+enum Ready {
     /// A frame, from this peer.
     Frame(PeerId, Frame),
     /// No peer had a frame; this many were tried.
     Empty(usize),
     /// A session has ended (the pass stopped there).
     SessionEnded,
+}
+
+/// The live peers as they were at one value of [`Shared::members`], in `PeerId` order.
+pub(super) struct Snapshot {
+    members: u64,
+    live: Vec<(PeerId, Arc<ShmTransport>)>,
+}
+
+impl Snapshot {
+    /// The peers in rotation order: starting after the one served last.
+    fn rotation(&self, sh: &Shared) -> impl Iterator<Item = &(PeerId, Arc<ShmTransport>)> {
+        let last = sh.last_served.load(Ordering::Relaxed);
+        let start = self.live.partition_point(|(id, _)| id.generation() <= last);
+        self.live[start..].iter().chain(&self.live[..start])
+    }
+
+    /// One pass over the rotation, without the hub's lock: the first frame found (its peer
+    /// recorded as served). A session found ended stops the pass: [`HubHost::recv_any`]'s full
+    /// loop records the end and goes on with the others.
+    fn take_ready(&self, sh: &Shared) -> Ready {
+        let mut tried = 0;
+        for (id, t) in self.rotation(sh) {
+            tried += 1;
+            match t.try_recv() {
+                Ok(Some(f)) => {
+                    sh.served(*id);
+                    return Ready::Frame(*id, f);
+                }
+                Ok(None) => {}
+                Err(_) => return Ready::SessionEnded,
+            }
+        }
+        Ready::Empty(tried)
+    }
 }
 
 impl HubHost {
@@ -33,12 +68,17 @@ impl HubHost {
     pub async fn recv_any(&self) -> Result<(PeerId, Frame)> {
         let sh = &self.shared;
         // Frames that are waiting, or arrive within the spin time, are taken by cheap passes
-        // over the rotation (no waiter registration, no snapshot), yielding the thread every
+        // over a snapshot of the rotation (no waiter registration, no lock), yielding the thread every
         // few dozen tries as a session's own `recv` does. A session found ended hands over to
         // the full loop below, which records it.
         let mut spin = Spin::new(sh.config.spin);
+        let mut snap = sh.snapshot()?;
         loop {
-            match sh.take_ready()? {
+            // One lock per call and per membership change, none per pass.
+            if sh.members.load(Ordering::Acquire) != snap.members {
+                snap = sh.snapshot()?;
+            }
+            match snap.take_ready(sh) {
                 Ready::Frame(id, f) => return Ok((id, f)),
                 Ready::SessionEnded => break,
                 Ready::Empty(_) if sh.config.spin.is_zero() => break,
@@ -51,11 +91,14 @@ impl HubHost {
                 }
             }
         }
+        drop(snap);
         loop {
             let changed = sh.peers_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let live = sh.rotation()?;
+            // Only `live` is kept while parked: a peer that leaves is dropped from it at the
+            // next wake-up, so no stale reference keeps its region from being reclaimed.
+            let live: Vec<_> = sh.snapshot()?.rotation(sh).cloned().collect();
             let mut ended = false;
             for (id, t) in &live {
                 match t.try_recv() {
@@ -112,62 +155,65 @@ impl HubHost {
 }
 
 impl Shared {
-    /// The live peers, starting after the one served last.
-    pub(super) fn rotation(&self) -> Result<Vec<(PeerId, Arc<ShmTransport>)>> {
+    /// The live peers now, with the membership count they belong to.
+    pub(super) fn snapshot(&self) -> Result<Snapshot> {
         let st = lock(&self.state);
         if st.closed {
             return Err(TransportError::Closed);
         }
-        let live = |(id, e): (&PeerId, &Entry)| e.transport.clone().map(|t| (*id, t));
-        Ok(match st.last_served {
-            Some(last) => st
-                .peers
-                .range((std::ops::Bound::Excluded(last), std::ops::Bound::Unbounded))
-                .chain(st.peers.range(..=last))
-                .filter_map(live)
-                .collect(),
-            None => st.peers.iter().filter_map(live).collect(),
-        })
+        // Read under the lock: a change made after this snapshot moves the count after it, so
+        // a stale snapshot is always noticed (one made just before may move it after too: one
+        // refresh more than needed).
+        let members = self.members.load(Ordering::Acquire);
+        let live = st
+            .peers
+            .iter()
+            .filter_map(|(id, e)| e.transport.clone().map(|t| (*id, t)))
+            .collect();
+        Ok(Snapshot { members, live })
     }
+}
 
-    /// One pass over the rotation under the hub's lock, in the same order as [`Self::rotation`]:
-    /// the first frame found (its peer recorded as served). A session found ended stops the
-    /// pass: [`HubHost::recv_any`]'s full loop records the end (outside this lock) and goes on
-    /// with the others.
-    pub(super) fn take_ready(&self) -> Result<Ready> {
-        let mut st = lock(&self.state);
-        if st.closed {
-            return Err(TransportError::Closed);
-        }
-        let (after, up_to) = match st.last_served {
-            Some(last) => (
-                st.peers
-                    .range((std::ops::Bound::Excluded(last), std::ops::Bound::Unbounded)),
-                Some(st.peers.range(..=last)),
-            ),
-            None => (st.peers.range::<PeerId, _>(..), None),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubConfig;
+
+    /// A pass over a snapshot takes a frame while another thread holds the hub's lock: the
+    /// spinning part of `recv_any` takes no lock per pass.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_over_the_snapshot_takes_no_lock() {
+        let path = std::env::temp_dir().join(format!(
+            "transport-shm-sched-unit-{}.sock",
+            std::process::id()
+        ));
+        let hub = HubHost::bind(&path, HubConfig::default()).unwrap();
+        let (accepted, peer) = tokio::join!(hub.accept(), crate::connect(&path));
+        let ((id, _host), peer) = (accepted.unwrap(), peer.unwrap());
+        peer.send(Frame::new(vec![5u8; 300])).await.unwrap();
+        let sh = hub.shared.clone();
+        let snap = sh.snapshot().unwrap();
+        assert_eq!(snap.members, sh.members.load(Ordering::Acquire));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let held = lock(&sh.state);
+        let pass = {
+            let sh = sh.clone();
+            std::thread::spawn(move || {
+                let got = match snap.take_ready(&sh) {
+                    Ready::Frame(from, f) => Some((from, f.bytes().to_vec())),
+                    _ => None,
+                };
+                let _ = tx.send(got);
+            })
         };
-        let (mut found, mut tried) = (None, 0);
-        for (id, e) in after.chain(up_to.into_iter().flatten()) {
-            let Some(t) = &e.transport else {
-                continue;
-            };
-            tried += 1;
-            match t.try_recv() {
-                Ok(Some(f)) => {
-                    found = Some((*id, f));
-                    break;
-                }
-                Ok(None) => {}
-                Err(_) => return Ok(Ready::SessionEnded),
-            }
-        }
-        Ok(match found {
-            Some((id, f)) => {
-                st.last_served = Some(id);
-                Ready::Frame(id, f)
-            }
-            None => Ready::Empty(tried),
-        })
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the pass waited for the hub's lock");
+        drop(held);
+        pass.join().unwrap();
+        assert_eq!(got, Some((id, vec![5u8; 300])));
+        assert_eq!(sh.last_served.load(Ordering::Relaxed), id.generation());
+        hub.close();
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -13,6 +13,7 @@ use crate::session::ShmTransport;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::{Notify, oneshot};
 use transport_api::{Stats, Transport, TransportError};
@@ -49,8 +50,6 @@ pub(super) struct State {
     pub(super) regions: Vec<Region>,
     pub(super) peers: BTreeMap<PeerId, Entry>,
     pub(super) next_generation: u64,
-    /// The peer `recv_any` served last (the next sweep starts after it).
-    pub(super) last_served: Option<PeerId>,
     pub(super) closed: bool,
 }
 
@@ -61,6 +60,12 @@ pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     pub(super) region_freed: Notify,
     pub(super) peers_changed: Notify,
+    /// Counts changes of `state.peers` (and of their transports, and `closed`): `recv_any`
+    /// sweeps a snapshot of the peers without the lock while this stays the same.
+    pub(super) members: AtomicU64,
+    /// Generation of the peer `recv_any` served last, 0 for none (the next sweep starts after
+    /// it; generations start at 1 and order the peers).
+    pub(super) last_served: AtomicU64,
     pub(super) path: PathBuf,
 }
 
@@ -100,7 +105,13 @@ impl Shared {
     }
 
     pub(super) fn served(&self, id: PeerId) {
-        lock(&self.state).last_served = Some(id);
+        self.last_served.store(id.generation, Ordering::Relaxed);
+    }
+
+    /// Records a change of the peers (see [`Shared::members`]) and wakes whoever waits on it.
+    pub(super) fn members_changed(&self) {
+        self.members.fetch_add(1, Ordering::Release);
+        self.peers_changed.notify_waiters();
     }
 
     /// A `recv` on the session reported its end (after delivering everything): record the
@@ -132,7 +143,7 @@ impl Shared {
                 .inspect(|t| entry.last_stats = t.stats())
         };
         drop(released);
-        self.peers_changed.notify_waiters();
+        self.members_changed();
     }
 
     /// A word of a region's pair header (peer-written values are untrusted: for state reports
