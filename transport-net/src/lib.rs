@@ -84,6 +84,7 @@ mod gauges;
 mod listener;
 mod out;
 mod reader;
+mod rxpool;
 mod session;
 mod shared;
 mod sock;

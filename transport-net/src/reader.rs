@@ -1,12 +1,13 @@
 //! The input side: the task that reads the socket in large chunks, splits messages out of the
 //! buffer, queues frames for `recv` and applies control messages.
 
+use crate::rxpool::{LARGE, RxPool};
 use crate::shared::{End, Shared, lock};
 use crate::wire::{self, FRAME_HEAD_LEN, Parsed};
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use transport_api::{Frame, Payload, TxBuf};
+use transport_api::{Frame, FrameHeader, Payload, TxBuf};
 
 /// Bytes asked of the kernel per read when no larger frame is pending.
 const CHUNK: usize = 64 << 10;
@@ -21,6 +22,7 @@ enum Step {
 /// reset, silence longer than the keep-alive timeout, or corrupt input.
 pub(crate) async fn run(sh: Arc<Shared>) {
     let mut buf = BytesMut::with_capacity(CHUNK);
+    let pool = RxPool::new(usize::try_from(sh.own_window).unwrap_or(usize::MAX));
     let end = loop {
         let mut delivered = false;
         if lock(&sh.state).closed_locally {
@@ -50,31 +52,88 @@ pub(crate) async fn run(sh: Arc<Shared>) {
             Ok(n) => n,
             Err(end) => break end,
         };
+        let large = need >= FRAME_HEAD_LEN + LARGE;
+        if large && buf.len() >= FRAME_HEAD_LEN {
+            // A large frame whose head is here: its payload goes into a buffer of its own.
+            match read_large(&sh, &pool, &mut buf, need - FRAME_HEAD_LEN).await {
+                Ok(Step::Go) => continue,
+                Ok(Step::Stop(end)) | Err(end) => break end,
+            }
+        }
         // Room for the whole pending message (its length was checked against max_payload
-        // before this reservation), and at least a chunk.
-        let want = need.saturating_sub(buf.len()).max(CHUNK);
+        // before this reservation), and at least a chunk; only a chunk while a large frame's
+        // head is incomplete (its payload will not be read into this buffer).
+        let want = if large {
+            CHUNK
+        } else {
+            need.saturating_sub(buf.len()).max(CHUNK)
+        };
         if buf.capacity() - buf.len() < want {
             buf.reserve(want);
         }
-        match tokio::time::timeout(sh.keepalive, sh.sock.read_some(&mut buf)).await {
-            Err(_) => {
-                tracing::warn!(parent: &sh.span, timeout = ?sh.keepalive, "no byte from the peer within the keep-alive timeout");
-                break End::PeerDied;
-            }
-            Ok(Ok(0)) => {
-                if !buf.is_empty() {
-                    tracing::warn!(parent: &sh.span, pending = buf.len(), "stream ended inside a message");
-                }
-                break End::PeerDied;
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(parent: &sh.span, error = %e, "read failed");
-                break End::PeerDied;
-            }
+        let pending = buf.len();
+        if let Err(end) = read_some(&sh, &mut buf, pending).await {
+            break end;
         }
     };
     sh.reader_ended(end);
+}
+
+/// Reads some bytes into `buf`; the end of the session if the stream ended (with `pending`
+/// bytes of a message unfinished), failed or stayed silent past the keep-alive timeout.
+async fn read_some<B: BufMut>(sh: &Shared, buf: &mut B, pending: usize) -> Result<(), End> {
+    match tokio::time::timeout(sh.keepalive, sh.sock.read_some(buf)).await {
+        Err(_) => {
+            tracing::warn!(parent: &sh.span, timeout = ?sh.keepalive, "no byte from the peer within the keep-alive timeout");
+            Err(End::PeerDied)
+        }
+        Ok(Ok(0)) => {
+            if pending != 0 {
+                tracing::warn!(parent: &sh.span, pending, "stream ended inside a message");
+            }
+            Err(End::PeerDied)
+        }
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::debug!(parent: &sh.span, error = %e, "read failed");
+            Err(End::PeerDied)
+        }
+    }
+}
+
+/// Reads the `len`-byte payload of the frame whose head starts `buf` into a pooled buffer of
+/// its own (see [`crate::rxpool`]), then delivers the frame.
+async fn read_large(
+    sh: &Shared,
+    pool: &Arc<RxPool>,
+    buf: &mut BytesMut,
+    len: usize,
+) -> Result<Step, End> {
+    let head = buf.split_to(FRAME_HEAD_LEN);
+    let mut h = [0u8; FrameHeader::ENCODED_LEN];
+    h.copy_from_slice(&head[4..]);
+    let mut payload = pool.take(len);
+    // What the chunk buffer already holds of it (less than all: the frame was incomplete).
+    let have = buf.len().min(len);
+    payload.extend_from_slice(&buf[..have]);
+    buf.advance(have);
+    while payload.len() < len {
+        let pending = FRAME_HEAD_LEN + payload.len();
+        let missing = len - payload.len();
+        let mut room = (&mut payload).limit(missing);
+        read_some(sh, &mut room, pending).await?;
+    }
+    let mut delivered = false;
+    let step = deliver(
+        sh,
+        FrameHeader::from_bytes(&h),
+        Payload::Bytes(pool.bytes(payload)),
+        &mut delivered,
+    );
+    if delivered {
+        sh.recv_ready.notify_waiters();
+    }
+    Ok(step)
 }
 
 fn handle(sh: &Shared, p: Parsed, buf: &mut BytesMut, delivered: &mut bool) -> Step {
@@ -117,29 +176,37 @@ fn handle(sh: &Shared, p: Parsed, buf: &mut BytesMut, delivered: &mut bool) -> S
             } else {
                 Payload::Bytes(msg.freeze())
             };
-            let mut st = lock(&sh.state);
-            st.received += wire_len as u64;
-            let unconsumed = st.received.saturating_sub(sh.consumed.load(Relaxed));
-            let bound = sh.own_window.max(wire::cost(sh.max_payload));
-            if unconsumed > bound {
-                let detail = format!(
-                    "the peer has {unconsumed} bytes unconsumed here, beyond the window of {bound}"
-                );
-                return Step::Stop(End::Corrupt(detail));
-            }
-            if st.closed_locally {
-                return Step::Go;
-            }
-            st.rx.push_back(Frame::with_header(header, payload));
-            // Counted under the lock, before any `recv` can take the frame and uncount it.
-            let g = &sh.gauges;
-            g.rx_frames.fetch_add(1, Relaxed);
-            g.rx_bytes.fetch_add(len as u64, Relaxed);
-            g.frames_received.fetch_add(1, Relaxed);
-            g.bytes_received.fetch_add(len as u64, Relaxed);
-            drop(st);
-            *delivered = true;
+            return deliver(sh, header, payload, delivered);
         }
     }
+    Step::Go
+}
+
+/// Queues a received frame for `recv`, after checking that the peer kept within the window.
+fn deliver(sh: &Shared, header: FrameHeader, payload: Payload, delivered: &mut bool) -> Step {
+    let len = payload.len();
+    let wire_len = FRAME_HEAD_LEN + len;
+    let mut st = lock(&sh.state);
+    st.received += wire_len as u64;
+    let unconsumed = st.received.saturating_sub(sh.consumed.load(Relaxed));
+    let bound = sh.own_window.max(wire::cost(sh.max_payload));
+    if unconsumed > bound {
+        let detail = format!(
+            "the peer has {unconsumed} bytes unconsumed here, beyond the window of {bound}"
+        );
+        return Step::Stop(End::Corrupt(detail));
+    }
+    if st.closed_locally {
+        return Step::Go;
+    }
+    st.rx.push_back(Frame::with_header(header, payload));
+    // Counted under the lock, before any `recv` can take the frame and uncount it.
+    let g = &sh.gauges;
+    g.rx_frames.fetch_add(1, Relaxed);
+    g.rx_bytes.fetch_add(len as u64, Relaxed);
+    g.frames_received.fetch_add(1, Relaxed);
+    g.bytes_received.fetch_add(len as u64, Relaxed);
+    drop(st);
+    *delivered = true;
     Step::Go
 }

@@ -1,6 +1,6 @@
 //! One connected stream socket, TCP or Unix, used from `&self` by the reader and writer.
 
-use bytes::BytesMut;
+use bytes::BufMut;
 use std::io::{self, IoSlice};
 use std::time::Duration;
 use tokio::net::{TcpStream, UnixStream};
@@ -34,7 +34,9 @@ impl Sock {
         }
     }
 
-    pub(crate) fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+    /// Reads into the free room of `buf` (any [`BufMut`]: a chunk buffer, or a payload's own
+    /// buffer limited to what the payload still needs).
+    pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         match self {
             Sock::Tcp(s) => s.try_read_buf(buf),
             Sock::Unix(s) => s.try_read_buf(buf),
@@ -49,7 +51,7 @@ impl Sock {
     }
 
     /// Reads some bytes into `buf`, waiting for readiness; `Ok(0)` is end of stream.
-    pub(crate) async fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) async fn read_some<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         loop {
             self.readable().await?;
             match self.try_read_buf(buf) {
