@@ -56,14 +56,19 @@
 //!
 //! ## Design
 //!
-//! A `send` waits for credit, then commits its whole frame to the session's output queue; the
-//! queue leaves through vectored writes made by the sending task when the socket is free, or
-//! by the session's writer task, which also coalesces frames queued meanwhile by other tasks.
+//! A `send` waits for credit, then commits its whole frame to the session's output queue. The
+//! first send to commit lets the tasks that are ready to run commit theirs (one turn of the
+//! runtime's queue, no timer: a lone frame is not held back), then writes the queue in one
+//! vectored write; the session's writer task writes what a full socket left. Frames sent by
+//! many tasks at once thus share few writes (`coalesce` in transport-bench: 4 tasks streaming
+//! 64-byte frames, about 3x the frames per second of a hand-written `LengthDelimitedCodec`
+//! shared behind a mutex over TCP, 2x over a Unix socket).
 //! `send` returns `Ok` once its frame is in the kernel, so a process killed after a send
 //! returned loses nothing. A `send` dropped before that takes its frame back if none of it was
 //! written, and otherwise lets it go out whole: the wire never carries part of a frame. A
 //! reader task reads in large chunks and hands payloads out as `Bytes` slices of its buffer
-//! (no copy; payloads of at most 64 bytes are copied into the frame itself, no allocation).
+//! (no copy; payloads of at most 64 bytes are copied into the frame itself, no allocation;
+//! payloads of 32 KiB or more are read into a buffer of their own, reused once dropped).
 //! `close()` queues the close message after every frame already committed and writes it at
 //! once if the socket has room; on a multi-thread runtime or outside any runtime it waits (at
 //! most `keepalive_ms`, without holding up other tasks) until the close is in the kernel and,

@@ -4,7 +4,7 @@
 use crate::NetConfig;
 use crate::gauges::Gauges;
 use crate::out::Out;
-use crate::shared::{End, Pending, Shared, State, lock};
+use crate::shared::{End, Pending, Shared, State, Write, lock};
 use crate::sock::Sock;
 use crate::wire::{self, HELLO_LEN, Hello};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -89,6 +89,7 @@ impl NetTransport {
             consumed: AtomicU64::new(0),
             granted: AtomicU64::new(0),
             want_credit: AtomicBool::new(false),
+            flush_due: AtomicBool::new(false),
             peer_wants: AtomicBool::new(false),
             gauges: Gauges::default(),
             span,
@@ -128,12 +129,12 @@ impl Transport for NetTransport {
         );
         let mut frame = Some(frame);
         let mut waited = false;
-        let seq = loop {
+        let (seq, lead) = loop {
             let notified = sh.send_ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(seq) = sh.try_commit(&mut frame, false)? {
-                break seq;
+            if let Some(c) = sh.try_commit(&mut frame, Write::Deferred)? {
+                break c;
             }
             if !waited {
                 waited = true;
@@ -151,7 +152,16 @@ impl Transport for NetTransport {
             len,
             zero_copy,
             armed: true,
+            lead,
         };
+        if lead {
+            // The first of the sends committing now writes them all in one go, once the other
+            // tasks that are ready to run have committed theirs: one turn of the scheduler's
+            // queue, no timer, so a lone frame goes out at once.
+            yield_once().await;
+            pending.lead = false;
+            sh.write_deferred();
+        }
         loop {
             let notified = sh.gauges.written.notified();
             tokio::pin!(notified);
@@ -184,7 +194,13 @@ impl Transport for NetTransport {
             matches!(frame.payload, Payload::Buf(_)),
         );
         let mut slot = Some(frame);
-        let Some(seq) = sh.try_commit(&mut slot, true)? else {
+        let Some((seq, _)) = sh.try_commit(
+            &mut slot,
+            Write::Now {
+                wait_for_lock: true,
+            },
+        )?
+        else {
             sh.ask_credit();
             return Err(TrySendError::Full(slot.expect("not committed")));
         };
@@ -266,4 +282,19 @@ impl Drop for NetTransport {
     fn drop(&mut self) {
         self.shared.finish(End::LocalClose);
     }
+}
+
+/// Lets the tasks already queued on this runtime run once before the caller continues: pending
+/// once, waking itself at once. Unlike `tokio::task::yield_now`, whose wake-up waits for the
+/// runtime to poll its I/O driver (a system call), this costs a trip through the run queue.
+fn yield_once() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
 }

@@ -6,7 +6,10 @@ use crate::out::Out;
 use crate::sock::Sock;
 use crate::wire;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{AcqRel, Relaxed},
+};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -97,6 +100,10 @@ pub(crate) struct Shared {
     pub(crate) granted: AtomicU64,
     /// A send here waits for credit: the writer tells the peer (once per episode).
     pub(crate) want_credit: AtomicBool,
+    /// A `send` committed a frame and writes the queue once the tasks ready to send have
+    /// committed theirs (see [`NetTransport::send`](crate::NetTransport)); later sends leave
+    /// the write to it.
+    pub(crate) flush_due: AtomicBool,
     /// The peer told us it waits for credit: grant on the next consumption.
     pub(crate) peer_wants: AtomicBool,
     pub(crate) gauges: Gauges,
@@ -193,11 +200,14 @@ impl Shared {
 
     /// Commits `frame` to the output queue if the peer's window has room and returns its
     /// sequence number; `Ok(None)` leaves the frame with the caller.
+    /// With `Write::Now` it writes the queue at once (or leaves it to the writer task); with
+    /// `Write::Deferred` it writes nothing, and the second value says whether the caller must
+    /// call [`Shared::write_deferred`] (it is the first of the sends now committing).
     pub(crate) fn try_commit(
         &self,
         frame: &mut Option<Frame>,
-        wait_for_lock: bool,
-    ) -> Result<Option<u64>> {
+        write: Write,
+    ) -> Result<Option<(u64, bool)>> {
         let Some(f) = frame.as_ref() else {
             return Ok(None);
         };
@@ -223,8 +233,22 @@ impl Shared {
             // never overtakes a committed frame.
             lock(&self.out).push_frame(f, &self.gauges)
         };
-        self.kick(wait_for_lock);
-        Ok(Some(seq))
+        match write {
+            Write::Now { wait_for_lock } => {
+                self.kick(wait_for_lock);
+                Ok(Some((seq, false)))
+            }
+            // AcqRel: a send that finds the flag set committed its frame before the leader's
+            // `write_deferred` clears it, so that write takes the frame along.
+            Write::Deferred => Ok(Some((seq, !self.flush_due.swap(true, AcqRel)))),
+        }
+    }
+
+    /// Writes what the sends committed since the flag was set (see [`Shared::flush_due`]).
+    pub(crate) fn write_deferred(&self) {
+        if self.flush_due.swap(false, AcqRel) {
+            self.kick(false);
+        }
     }
 
     /// Counts a frame that went out (or will, whole).
@@ -405,6 +429,8 @@ pub(crate) struct Pending<'a> {
     pub(crate) len: usize,
     pub(crate) zero_copy: bool,
     pub(crate) armed: bool,
+    /// This send owes the deferred write of the queue ([`Shared::write_deferred`]).
+    pub(crate) lead: bool,
 }
 
 impl Drop for Pending<'_> {
@@ -413,5 +439,18 @@ impl Drop for Pending<'_> {
             // Partly written: it goes out whole, so it counts as sent.
             self.sh.count_sent(self.len, self.zero_copy);
         }
+        if self.lead {
+            // Dropped before its deferred write: the other sends' frames still go out.
+            self.sh.write_deferred();
+        }
     }
+}
+
+/// When [`Shared::try_commit`] writes the queue.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Write {
+    /// At once (waiting for the queue's lock if asked, else leaving it to its holder).
+    Now { wait_for_lock: bool },
+    /// After the tasks ready to send have committed theirs.
+    Deferred,
 }
