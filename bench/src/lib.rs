@@ -26,7 +26,8 @@
 //! - [`report`]: percentiles, records, ratios, the table and the JSON output;
 //! - [`chart`]: the `--svg` chart of every cell's speed-up over the `unix` baseline;
 //! - [`session`]: what a row's parent side does ([`session::Session`]);
-//! - [`rows`]: the list of rows; **add a backend there**.
+//! - [`rows`]: the list of rows; **add a backend there**. [`run`]: the parent's loop over the
+//!   selected rows and the child process's entry.
 
 pub mod chart;
 pub mod cli;
@@ -42,6 +43,7 @@ pub mod procs;
 pub mod proto;
 pub mod report;
 pub mod rows;
+pub mod run;
 pub mod session;
 pub mod shmem;
 pub mod spin;
@@ -103,14 +105,14 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
             println!("{}", cli::USAGE);
             0
         }
-        Ok(cli::Command::Run(opts)) => match rows::run_parent(&opts) {
+        Ok(cli::Command::Run(opts)) => match run::run_parent(&opts) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("transport-bench: error: {e}");
                 1
             }
         },
-        Ok(cli::Command::Child(args)) => match rows::run_child(&args) {
+        Ok(cli::Command::Child(args)) => match run::run_child(&args) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("transport-bench child `{}`: error: {e}", args.backend);
