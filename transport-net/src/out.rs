@@ -82,6 +82,11 @@ impl Out {
         self.done_seq > seq
     }
 
+    /// Message `seq` is still queued (whole or partly written).
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        self.queue.iter().any(|m| m.seq == seq)
+    }
+
     /// Takes frame `seq` back if none of its bytes were written yet.
     pub(crate) fn take_back(&mut self, seq: u64, g: &Gauges) -> Option<Frame> {
         let i = self.queue.iter().position(|m| m.seq == seq && m.pos == 0)?;
@@ -147,7 +152,36 @@ impl Out {
     /// is empty; `Ok(false)`: the socket is full. Whoever writes the last byte of the close
     /// message shuts the write side down, so the peer sees the end of stream right after it.
     pub(crate) fn flush(&mut self, sock: &crate::sock::Sock, g: &Gauges) -> io::Result<bool> {
-        let done = self.flush_with(g, |iov| sock.try_write_vectored(iov))?;
+        self.flush_by(sock, g, false)
+    }
+
+    /// [`flush`](Self::flush) through the system call itself rather than tokio's cached
+    /// readiness: for a `close()` waiting in its own thread (`Shared::linger`), where the
+    /// runtime may not run to refresh that cache, which would answer "would block" forever.
+    pub(crate) fn flush_direct(
+        &mut self,
+        sock: &crate::sock::Sock,
+        g: &Gauges,
+    ) -> io::Result<bool> {
+        self.flush_by(sock, g, true)
+    }
+
+    fn flush_by(&mut self, sock: &crate::sock::Sock, g: &Gauges, direct: bool) -> io::Result<bool> {
+        use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
+        let done = if direct {
+            let fd = sock.fd();
+            self.flush_with(g, |iov| {
+                sendmsg(
+                    fd,
+                    iov,
+                    &mut SendAncillaryBuffer::default(),
+                    SendFlags::NOSIGNAL,
+                )
+                .map_err(io::Error::from)
+            })?
+        } else {
+            self.flush_with(g, |iov| sock.try_write_vectored(iov))?
+        };
         if done && !self.write_shut && self.close_written() {
             self.write_shut = true;
             sock.shutdown(rustix::net::Shutdown::Write);

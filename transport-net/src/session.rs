@@ -17,11 +17,14 @@ use transport_api::{
 
 /// One end of a `tcp://` or `unix://` session.
 ///
-/// Sends are queued whole, in the order they complete, and written by whoever holds the
-/// socket's write side (the sending task when the socket is idle, the session's writer task
-/// otherwise), so a dropped `send` never leaves part of a frame on the wire. Received frames are
-/// taken in arrival order by any number of receivers. Dropping the handle closes the session
-/// gracefully.
+/// Sends are queued whole, in the order they commit, and written by whoever holds the
+/// socket's write side, so a dropped `send` never leaves part of a frame on the wire. Sends that
+/// commit together share a write: the first one writes after the tasks ready to run committed
+/// theirs (the session's writer task writes what a full socket left). A `send` future kept
+/// without being polled after its first poll may therefore hold back frames other tasks sent at
+/// that moment, until it is polled or dropped, or at most until the session's next keep-alive
+/// (a quarter of the peer's `keepalive_ms`). Received frames are taken in arrival order by any
+/// number of receivers. Dropping the handle closes the session gracefully.
 ///
 /// `close()` (and drop) queues the close message after every frame whose `send` already
 /// committed it (those sends then return `Ok`; later ones fail with `Closed`) and writes it at

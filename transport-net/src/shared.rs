@@ -352,7 +352,7 @@ impl Shared {
         loop {
             // The queue's lock is held only to write, never while waiting: senders and the
             // writer task (which may finish the job first) go on meanwhile.
-            let flushed = lock(&self.out).flush(&self.sock, &self.gauges);
+            let flushed = lock(&self.out).flush_direct(&self.sock, &self.gauges);
             match flushed {
                 Ok(true) => break,
                 Ok(false) => {}
@@ -436,8 +436,13 @@ pub(crate) struct Pending<'a> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if self.armed && self.sh.take_back(self.seq).is_none() {
-            // Partly written: it goes out whole, so it counts as sent.
-            self.sh.count_sent(self.len, self.zero_copy);
+            // Written, or partly written and going out whole: it counts as sent. (Neither
+            // when the link went down and the queue was dropped with it.)
+            let out = lock(&self.sh.out);
+            if out.is_written(self.seq) || out.holds(self.seq) {
+                drop(out);
+                self.sh.count_sent(self.len, self.zero_copy);
+            }
         }
         if self.lead {
             // Dropped before its deferred write: the other sends' frames still go out.
