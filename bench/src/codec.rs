@@ -36,8 +36,12 @@ fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// What `SinkExt::send` does: wait for room, queue the frame, flush.
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>, frame: Bytes) -> BenchResult<()> {
+/// What `SinkExt::send` does: wait for room, queue the frame, flush (one write per frame, as a
+/// user writes it by hand).
+pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Conn<S>,
+    frame: Bytes,
+) -> BenchResult<()> {
     poll_fn(|cx| Sink::<Bytes>::poll_ready(Pin::new(&mut *c), cx)).await?;
     Pin::new(&mut *c).start_send(frame)?;
     poll_fn(|cx| Sink::<Bytes>::poll_flush(Pin::new(&mut *c), cx)).await?;

@@ -244,6 +244,7 @@ impl BackendFactory for HubFactory {
         let peer = ShmConfig {
             spin: c.spin,
             handshake_timeout: c.handshake_timeout,
+            read_only_payloads: c.read_only_payloads,
             ..ShmConfig::default()
         };
         Ok(Box::new(connect_config(&config.address, &peer).await?))

@@ -13,7 +13,6 @@
 
 use bytes::Bytes;
 use futures_core::Stream;
-use futures_sink::Sink;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use transport_api::{Frame, Transport};
+use transport_bench::codec::send;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -29,10 +29,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const RUN: Duration = Duration::from_millis(1500);
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
+    transport_bench::cross::runtime().expect("a tokio runtime")
 }
 
 /// Frame `i` of sender `s`: `size` bytes, sender and sequence in the first 12.
@@ -131,16 +128,6 @@ fn run_net(kind: &str, senders: u32, size: usize) -> Result<f64, BoxError> {
     Ok(frames as f64 / end.duration_since(start.0).as_secs_f64())
 }
 
-async fn codec_send<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut Framed<S, LengthDelimitedCodec>,
-    b: Bytes,
-) -> Result<(), BoxError> {
-    poll_fn(|cx| Sink::<Bytes>::poll_ready(Pin::new(&mut *c), cx)).await?;
-    Pin::new(&mut *c).start_send(b)?;
-    poll_fn(|cx| Sink::<Bytes>::poll_flush(Pin::new(&mut *c), cx)).await?;
-    Ok(())
-}
-
 async fn codec_recv_all<S: AsyncRead + AsyncWrite + Unpin>(
     mut c: Framed<S, LengthDelimitedCodec>,
     senders: u32,
@@ -174,10 +161,10 @@ async fn codec_senders<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             tokio::spawn(async move {
                 let mut i = 0;
                 while start.elapsed() < RUN {
-                    codec_send(&mut *c.lock().await, Bytes::from(payload(s, i, size))).await?;
+                    send(&mut *c.lock().await, Bytes::from(payload(s, i, size))).await?;
                     i += 1;
                 }
-                codec_send(&mut *c.lock().await, Bytes::new()).await
+                Ok::<_, BoxError>(send(&mut *c.lock().await, Bytes::new()).await?)
             })
         })
         .collect();
