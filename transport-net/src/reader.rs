@@ -5,8 +5,12 @@ use crate::rxpool::{LARGE, RxPool};
 use crate::shared::{End, Shared, lock};
 use crate::wire::{self, FRAME_HEAD_LEN, Parsed};
 use bytes::{Buf, BufMut, BytesMut};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 use transport_api::{Frame, FrameHeader, Payload, TxBuf};
 
 /// Bytes asked of the kernel per read when no larger frame is pending.
@@ -23,6 +27,7 @@ enum Step {
 pub(crate) async fn run(sh: Arc<Shared>) {
     let mut buf = BytesMut::with_capacity(CHUNK);
     let pool = RxPool::new(usize::try_from(sh.own_window).unwrap_or(usize::MAX));
+    let mut idle = Idle::new(sh.keepalive);
     let end = loop {
         let mut delivered = false;
         if lock(&sh.state).closed_locally {
@@ -55,7 +60,7 @@ pub(crate) async fn run(sh: Arc<Shared>) {
         let large = need >= FRAME_HEAD_LEN + LARGE;
         if large && buf.len() >= FRAME_HEAD_LEN {
             // A large frame whose head is here: its payload goes into a buffer of its own.
-            match read_large(&sh, &pool, &mut buf, need - FRAME_HEAD_LEN).await {
+            match read_large(&sh, &mut idle, &pool, &mut buf, need - FRAME_HEAD_LEN).await {
                 Ok(Step::Go) => continue,
                 Ok(Step::Stop(end)) | Err(end) => break end,
             }
@@ -72,29 +77,76 @@ pub(crate) async fn run(sh: Arc<Shared>) {
             buf.reserve(want);
         }
         let pending = buf.len();
-        if let Err(end) = read_some(&sh, &mut buf, pending).await {
+        if let Err(end) = read_some(&sh, &mut idle, &mut buf, pending).await {
             break end;
         }
     };
     sh.reader_ended(end);
 }
 
+/// The keep-alive deadline of the input: one timer for the session's life, moved only when it
+/// fires, so a read costs no timer registration.
+struct Idle {
+    sleep: Pin<Box<Sleep>>,
+    /// When the last byte arrived.
+    last: Instant,
+}
+
+impl Idle {
+    fn new(keepalive: Duration) -> Idle {
+        let last = Instant::now();
+        Idle {
+            sleep: Box::pin(tokio::time::sleep_until(last + keepalive)),
+            last,
+        }
+    }
+
+    /// Ready once `keepalive` passed without a byte.
+    fn poll_silent(&mut self, cx: &mut Context<'_>, keepalive: Duration) -> Poll<()> {
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            let due = self.last + keepalive;
+            if Instant::now() >= due {
+                return Poll::Ready(());
+            }
+            self.sleep.as_mut().reset(due);
+        }
+    }
+}
+
 /// Reads some bytes into `buf`; the end of the session if the stream ended (with `pending`
 /// bytes of a message unfinished), failed or stayed silent past the keep-alive timeout.
-async fn read_some<B: BufMut>(sh: &Shared, buf: &mut B, pending: usize) -> Result<(), End> {
-    match tokio::time::timeout(sh.keepalive, sh.sock.read_some(buf)).await {
-        Err(_) => {
+async fn read_some<B: BufMut>(
+    sh: &Shared,
+    idle: &mut Idle,
+    buf: &mut B,
+    pending: usize,
+) -> Result<(), End> {
+    let read = sh.sock.read_some(buf);
+    tokio::pin!(read);
+    let r = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = read.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        idle.poll_silent(cx, sh.keepalive).map(|()| None)
+    })
+    .await;
+    match r {
+        None => {
             tracing::warn!(parent: &sh.span, timeout = ?sh.keepalive, "no byte from the peer within the keep-alive timeout");
             Err(End::PeerDied)
         }
-        Ok(Ok(0)) => {
+        Some(Ok(0)) => {
             if pending != 0 {
                 tracing::warn!(parent: &sh.span, pending, "stream ended inside a message");
             }
             Err(End::PeerDied)
         }
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => {
+        Some(Ok(_)) => {
+            idle.last = Instant::now();
+            Ok(())
+        }
+        Some(Err(e)) => {
             tracing::debug!(parent: &sh.span, error = %e, "read failed");
             Err(End::PeerDied)
         }
@@ -105,6 +157,7 @@ async fn read_some<B: BufMut>(sh: &Shared, buf: &mut B, pending: usize) -> Resul
 /// its own (see [`crate::rxpool`]), then delivers the frame.
 async fn read_large(
     sh: &Shared,
+    idle: &mut Idle,
     pool: &Arc<RxPool>,
     buf: &mut BytesMut,
     len: usize,
@@ -121,7 +174,7 @@ async fn read_large(
         let pending = FRAME_HEAD_LEN + payload.len();
         let missing = len - payload.len();
         let mut room = (&mut payload).limit(missing);
-        read_some(sh, &mut room, pending).await?;
+        read_some(sh, idle, &mut room, pending).await?;
     }
     let mut delivered = false;
     let step = deliver(

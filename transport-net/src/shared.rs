@@ -7,7 +7,7 @@ use crate::sock::Sock;
 use crate::wire;
 use std::collections::VecDeque;
 use std::sync::atomic::{
-    AtomicBool, AtomicU64,
+    AtomicBool, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Relaxed},
 };
 use std::sync::{Mutex, MutexGuard};
@@ -104,6 +104,10 @@ pub(crate) struct Shared {
     /// committed theirs (see [`NetTransport::send`](crate::NetTransport)); later sends leave
     /// the write to it.
     pub(crate) flush_due: AtomicBool,
+    /// `send` calls in progress (committing, or waiting for credit or for their write). A
+    /// leading send lets other tasks commit first only when some are in progress: a task
+    /// sending alone writes at once.
+    pub(crate) sending: AtomicUsize,
     /// The peer told us it waits for credit: grant on the next consumption.
     pub(crate) peer_wants: AtomicBool,
     pub(crate) gauges: Gauges,
@@ -448,6 +452,27 @@ impl Drop for Pending<'_> {
             // Dropped before its deferred write: the other sends' frames still go out.
             self.sh.write_deferred();
         }
+    }
+}
+
+/// Counts one `send` in progress in [`Shared::sending`] for as long as it lives.
+pub(crate) struct Sending<'a>(&'a AtomicUsize);
+
+impl<'a> Sending<'a> {
+    pub(crate) fn enter(n: &'a AtomicUsize) -> Sending<'a> {
+        n.fetch_add(1, Relaxed);
+        Sending(n)
+    }
+
+    /// Whether other sends are in progress beside this one.
+    pub(crate) fn others(&self) -> bool {
+        self.0.load(Relaxed) > 1
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 

@@ -36,10 +36,33 @@ impl Sock {
 
     /// Reads into the free room of `buf` (any [`BufMut`]: a chunk buffer, or a payload's own
     /// buffer limited to what the payload still needs).
+    ///
+    /// A read that fills less than the room drained the socket's receive queue, so the cached
+    /// readiness is cleared with it, as tokio's own `poll_read` does: the next wait parks at
+    /// once instead of costing a read that fails with `WouldBlock`. Clearing is safe: the
+    /// socket is registered edge-triggered, bytes arriving later raise a new event, and tokio
+    /// clears only the readiness observed before this read (a newer event survives).
     pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => s.try_read_buf(buf),
-            Sock::Unix(s) => s.try_read_buf(buf),
+        let room = buf.chunk_mut().len();
+        let mut got = 0;
+        let mut read = || {
+            got = match self {
+                Sock::Tcp(s) => s.try_read_buf(buf)?,
+                Sock::Unix(s) => s.try_read_buf(buf)?,
+            };
+            if 0 < got && got < room {
+                // Not an error: tells `try_io` to clear the readiness (see above).
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(got)
+        };
+        let r = match self {
+            Sock::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, &mut read),
+            Sock::Unix(s) => s.try_io(tokio::io::Interest::READABLE, &mut read),
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+            r => r,
         }
     }
 

@@ -1,52 +1,11 @@
 //! Sends that commit together share one write: the first lets the others commit, then writes
 //! them all. These tests check what that must never cost: a frame, or a send left waiting.
 
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-use transport_api::{Frame, Transport, TransportError};
+//! (The case of a leading send dropped before its write is a unit test of the session
+//! module, which can hold a send in progress for it.)
+
+use transport_api::{Frame, Transport};
 use transport_net::NetConfig;
-
-fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
-    f.poll(&mut Context::from_waker(Waker::noop()))
-}
-
-/// The send that was to write the queue is dropped before it did: its own frame is taken
-/// back (none of it was written), and the frame another send committed meanwhile still goes
-/// out, so that send completes.
-#[tokio::test(flavor = "current_thread")]
-async fn a_leading_send_dropped_before_its_write_leaves_the_others_going_out() {
-    // Keep-alives every 15 minutes: the writer task does not happen to write the queue.
-    let cfg = NetConfig {
-        keepalive: std::time::Duration::from_secs(3600),
-        ..NetConfig::default()
-    };
-    let (a, b) = transport_net::unix_pair(&cfg).await.unwrap();
-    // A first frame each way, so that both writer tasks have run and wait for their timers.
-    a.send(Frame::new(vec![0u8; 1])).await.unwrap();
-    b.recv().await.unwrap();
-    b.send(Frame::new(vec![0u8; 1])).await.unwrap();
-    a.recv().await.unwrap();
-    let mut lead = Box::pin(a.send(Frame::new(vec![1u8; 10]).msg_id(1)));
-    assert!(
-        poll_once(lead.as_mut()).is_pending(),
-        "the first send yields once"
-    );
-    let mut follower = pin!(a.send(Frame::new(vec![2u8; 10]).msg_id(2)));
-    assert!(
-        poll_once(follower.as_mut()).is_pending(),
-        "a later send leaves the write to the first"
-    );
-    drop(lead);
-    tokio::time::timeout(std::time::Duration::from_secs(20), follower)
-        .await
-        .expect("the other send was left waiting for a write nobody makes")
-        .unwrap();
-    let f = b.recv().await.unwrap();
-    assert_eq!((f.header.msg_id, f.bytes()), (2, &[2u8; 10][..]));
-    a.close();
-    assert!(matches!(b.recv().await, Err(TransportError::Closed)));
-    assert_eq!(a.stats().frames_sent, 2);
-}
 
 /// Many tasks sending at once on a current-thread runtime: every frame arrives once, in each
 /// sender's order, and every send returns.
