@@ -30,7 +30,8 @@ const HDR: usize = 12;
 
 type Conn<S> = Framed<S, LengthDelimitedCodec>;
 
-fn codec() -> LengthDelimitedCodec {
+/// The codec of every baseline here: length-delimited frames up to the bench's largest.
+pub fn length_delimited() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(MAX_SIZE + 64)
         .new_codec()
@@ -135,7 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> CodecSession<S> {
         name: &'static str,
     ) -> Self {
         CodecSession {
-            c: Framed::new(s, codec()),
+            c: Framed::new(s, length_delimited()),
             rt,
             wire: Vec::new(),
             pattern: Pattern::new(MAX_SIZE),
@@ -236,7 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session for CodecSession<S> {
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(s: S) -> BenchResult<()> {
-    let mut c = Framed::new(s, codec());
+    let mut c = Framed::new(s, length_delimited());
     loop {
         let (flags, _, _) = recv(&mut c).await?;
         match flags {
@@ -308,7 +309,7 @@ mod tests {
         rt.block_on(async {
             let (a, b) = UnixStream::pair().unwrap();
             let peer = tokio::spawn(serve(b));
-            let mut c = Framed::new(a, codec());
+            let mut c = Framed::new(a, length_delimited());
             let pattern = Pattern::new(MAX_SIZE);
             let mut w = vec![0u8; 100];
 

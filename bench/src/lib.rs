@@ -14,6 +14,8 @@
 //! - [`codec`]: the baselines of the network backends, tokio TCP and Unix streams framed with
 //!   `tokio_util`'s `LengthDelimitedCodec` as a user would write them (`tcp-codec`,
 //!   `unix-codec`);
+//! - [`senders`]: many tasks streaming over one connection (the `*-4tx` rows: transport-net's
+//!   write coalescing against the codec behind a mutex), also the `coalesce` binary;
 //! - [`hub`]: the transport-shm hub rows (host ↔ one peer, fan-in from N peer processes,
 //!   attach and death-reclaim costs);
 //! - [`unix_transport`]: a bench-only `Transport` over a Unix socket (the `unix-t` row), which
@@ -44,6 +46,7 @@ pub mod proto;
 pub mod report;
 pub mod rows;
 pub mod run;
+pub mod senders;
 pub mod session;
 pub mod shmem;
 pub mod spin;

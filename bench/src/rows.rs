@@ -28,6 +28,7 @@ use super::iox2;
 use super::procs::PlaceCtx;
 use super::proto::SIZES;
 use super::report::Mode;
+use super::senders::{Family, Framing, ManySenders};
 pub use super::session::Session;
 use super::unix_transport::UnixFramed;
 use super::{BenchResult, codec, cross, eventfd, hub, inproc, spin, unix};
@@ -192,6 +193,30 @@ pub const ROWS: &[Row] = &[
         }),
         costs: &[],
     },
+    many_senders(
+        "tcp-4tx",
+        "transport-net tcp://, 4 tasks sending on one connection (one process)",
+        Family::Tcp,
+        Framing::Net,
+    ),
+    many_senders(
+        "tcp-codec-4tx",
+        "tcp-codec shared by 4 sending tasks behind a tokio Mutex (baseline of `tcp-4tx`)",
+        Family::Tcp,
+        Framing::Codec,
+    ),
+    many_senders(
+        "unix-net-4tx",
+        "transport-net unix://, 4 tasks sending on one connection (one process)",
+        Family::Unix,
+        Framing::Net,
+    ),
+    many_senders(
+        "unix-codec-4tx",
+        "unix-codec shared by 4 sending tasks behind a tokio Mutex (baseline of `unix-net-4tx`)",
+        Family::Unix,
+        Framing::Codec,
+    ),
     Row {
         name: "mem",
         about: "transport-mem, two pinned threads of one process",
@@ -457,4 +482,51 @@ fn shm_child(a: &ChildArgs) -> BenchResult<()> {
 /// Names of all rows.
 pub fn known_names() -> Vec<&'static str> {
     ROWS.iter().map(|r| r.name).collect()
+}
+
+/// Sizes of the many-sender rows: small frames, where sharing writes matters.
+const MANY_SENDER_SIZES: [usize; 1] = [64];
+
+/// A row of 4 tasks streaming over one connection ([`ManySenders`]); senders and receiver are
+/// two threads of the parent process, placed like the two processes of other rows.
+const fn many_senders(
+    name: &'static str,
+    about: &'static str,
+    family: Family,
+    framing: Framing,
+) -> Row {
+    Row {
+        name,
+        about,
+        rtt_sizes: &[],
+        stream_sizes: &MANY_SENDER_SIZES,
+        gaps: false,
+        peer: None,
+        start: match (family, framing) {
+            (Family::Tcp, Framing::Net) => {
+                |p| Ok(Box::new(ManySenders::new(p, Family::Tcp, Framing::Net, 4)))
+            }
+            (Family::Tcp, Framing::Codec) => |p| {
+                Ok(Box::new(ManySenders::new(
+                    p,
+                    Family::Tcp,
+                    Framing::Codec,
+                    4,
+                )))
+            },
+            (Family::Unix, Framing::Net) => {
+                |p| Ok(Box::new(ManySenders::new(p, Family::Unix, Framing::Net, 4)))
+            }
+            (Family::Unix, Framing::Codec) => |p| {
+                Ok(Box::new(ManySenders::new(
+                    p,
+                    Family::Unix,
+                    Framing::Codec,
+                    4,
+                )))
+            },
+        },
+        child: None,
+        costs: &[],
+    }
 }

@@ -225,6 +225,7 @@ impl Out {
                 Err(e) => return Err(e),
             };
             self.last_write = Some(Instant::now());
+            let mut completed = false;
             while written > 0 {
                 let front = self
                     .queue
@@ -242,6 +243,10 @@ impl Out {
                     g.tx_frames.fetch_sub(1, Relaxed);
                     g.tx_bytes.fetch_sub(m.payload.len() as u64, Relaxed);
                 }
+                completed = true;
+            }
+            if completed {
+                // Once per write: every send waiting for one of these messages looks again.
                 g.written.notify_waiters();
             }
         }

@@ -7,7 +7,7 @@ use crate::out::Out;
 use crate::shared::{End, Pending, Sending, Shared, State, Write, lock};
 use crate::sock::Sock;
 use crate::wire::{self, HELLO_LEN, Hello};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -94,6 +94,8 @@ impl NetTransport {
             want_credit: AtomicBool::new(false),
             flush_due: AtomicBool::new(false),
             sending: AtomicUsize::new(0),
+            followers: AtomicU32::new(0),
+            lone_leads: AtomicU32::new(0),
             peer_wants: AtomicBool::new(false),
             gauges: Gauges::default(),
             span,
@@ -134,19 +136,23 @@ impl Transport for NetTransport {
         let sending = Sending::enter(&sh.sending);
         let mut frame = Some(frame);
         let mut waited = false;
-        let (seq, lead) = loop {
-            let notified = sh.send_ready.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(c) = sh.try_commit(&mut frame, Write::Deferred)? {
-                break c;
-            }
-            if !waited {
-                waited = true;
-                sh.gauges.send_waits.fetch_add(1, Relaxed);
-            }
-            sh.ask_credit();
-            notified.await;
+        let (seq, lead) = match sh.try_commit(&mut frame, Write::Deferred)? {
+            Some(c) => c,
+            None => loop {
+                // Registered before looking again: credit arriving in between wakes it.
+                let notified = sh.send_ready.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(c) = sh.try_commit(&mut frame, Write::Deferred)? {
+                    break c;
+                }
+                if !waited {
+                    waited = true;
+                    sh.gauges.send_waits.fetch_add(1, Relaxed);
+                }
+                sh.ask_credit();
+                notified.await;
+            },
         };
         // `Ok` only once the frame is in the kernel: a process killed after `send` returned
         // loses nothing. Dropped before that, the frame is taken back if none of it was
@@ -162,20 +168,25 @@ impl Transport for NetTransport {
         if lead {
             // The first of the sends committing now writes them all in one go, once the other
             // tasks that are ready to run have committed theirs: one turn of the scheduler's
-            // queue, no timer, so a lone frame goes out at once. Only while other sends are in
-            // progress (their tasks send again once theirs returns): a task sending alone
-            // writes at once, without the turn (on a current-thread runtime the turn costs a
-            // poll of the I/O driver when this future is the one `block_on` runs).
-            if sending.others() {
+            // queue, no timer, so a lone frame goes out at once. The turn is taken while other
+            // sends are in progress, or as an occasional probe (`Shared::probe_due`): a task
+            // sending alone writes at once, without it (on a current-thread runtime the turn
+            // costs a poll of the I/O driver when this future is the one `block_on` runs).
+            if sending.others() || sh.probe_due() {
                 yield_once().await;
             }
             pending.lead = false;
             sh.write_deferred();
         }
+        let mut registered = false;
         loop {
+            // Looked at once before registering (a lone send's frame is written by now), and
+            // again after: a write completing in between wakes the registered waiter.
             let notified = sh.gauges.written.notified();
             tokio::pin!(notified);
-            notified.as_mut().enable();
+            if registered {
+                notified.as_mut().enable();
+            }
             match sh.check_written(seq) {
                 Ok(true) => {
                     pending.armed = false;
@@ -187,6 +198,10 @@ impl Transport for NetTransport {
                     pending.armed = false;
                     return Err(e);
                 }
+            }
+            if !registered {
+                registered = true;
+                continue;
             }
             if !waited {
                 waited = true;
@@ -227,8 +242,12 @@ impl Transport for NetTransport {
 
     async fn recv(&self) -> Result<Frame> {
         let sh = &*self.shared;
+        if let Some(f) = sh.try_take()? {
+            return Ok(f);
+        }
         let mut waited = false;
         loop {
+            // Registered before looking again: a frame arriving in between wakes it.
             let notified = sh.recv_ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();

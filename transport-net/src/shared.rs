@@ -7,13 +7,16 @@ use crate::sock::Sock;
 use crate::wire;
 use std::collections::VecDeque;
 use std::sync::atomic::{
-    AtomicBool, AtomicU64, AtomicUsize,
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Relaxed},
 };
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 use transport_api::{Frame, Result, TransportError};
+
+/// See [`Shared::probe_due`].
+pub(crate) const PROBE_EVERY: u32 = 32;
 
 /// Why a session ended, as its operations report it.
 #[derive(Clone, Debug)]
@@ -105,9 +108,14 @@ pub(crate) struct Shared {
     /// the write to it.
     pub(crate) flush_due: AtomicBool,
     /// `send` calls in progress (committing, or waiting for credit or for their write). A
-    /// leading send lets other tasks commit first only when some are in progress: a task
-    /// sending alone writes at once.
+    /// leading send lets other tasks commit first when some are in progress.
     pub(crate) sending: AtomicUsize,
+    /// Sends that committed while a leading send owed the write (reset by that write).
+    pub(crate) followers: AtomicU32,
+    /// Leading writes in a row that carried no other send's frame. A leading send with no
+    /// other send in progress lets other tasks commit first only once every
+    /// [`PROBE_EVERY`] such writes (see [`Shared::probe_due`]).
+    pub(crate) lone_leads: AtomicU32,
     /// The peer told us it waits for credit: grant on the next consumption.
     pub(crate) peer_wants: AtomicBool,
     pub(crate) gauges: Gauges,
@@ -244,15 +252,36 @@ impl Shared {
             }
             // AcqRel: a send that finds the flag set committed its frame before the leader's
             // `write_deferred` clears it, so that write takes the frame along.
-            Write::Deferred => Ok(Some((seq, !self.flush_due.swap(true, AcqRel)))),
+            Write::Deferred => {
+                let lead = !self.flush_due.swap(true, AcqRel);
+                if !lead {
+                    self.followers.fetch_add(1, Relaxed);
+                }
+                Ok(Some((seq, lead)))
+            }
         }
     }
 
     /// Writes what the sends committed since the flag was set (see [`Shared::flush_due`]).
     pub(crate) fn write_deferred(&self) {
         if self.flush_due.swap(false, AcqRel) {
+            if self.followers.swap(0, Relaxed) > 0 {
+                self.lone_leads.store(0, Relaxed);
+            } else {
+                self.lone_leads.fetch_add(1, Relaxed);
+            }
             self.kick(false);
         }
+    }
+
+    /// Whether a leading send with no other send in progress should still let the tasks ready
+    /// to run commit first: once every [`PROBE_EVERY`] leading writes that carried no other
+    /// frame. Tasks that send in a loop without waiting are not "in progress" between two
+    /// sends; the probe finds them (their frames join the write, and the next leaders wait for
+    /// them again), and it keeps a task sending alone from holding its thread for good. A task
+    /// sending alone pays one scheduler turn per [`PROBE_EVERY`] frames.
+    pub(crate) fn probe_due(&self) -> bool {
+        (self.lone_leads.load(Relaxed) + 1) % PROBE_EVERY == 0
     }
 
     /// Counts a frame that went out (or will, whole).

@@ -192,8 +192,8 @@ const TARGETS: &[Target] = &[
         1.1,
     ),
     target(
-        "stream 64 B (coalescing): tcp / tcp-codec",
-        ("tcp", "tcp-codec"),
+        "stream 64 B, 4 sending tasks (coalescing): tcp-4tx / tcp-codec-4tx",
+        ("tcp-4tx", "tcp-codec-4tx"),
         Mode::Stream,
         64,
         2.0,
@@ -213,8 +213,8 @@ const TARGETS: &[Target] = &[
         1.1,
     ),
     target(
-        "stream 64 B (coalescing): unix-net / unix-codec",
-        ("unix-net", "unix-codec"),
+        "stream 64 B, 4 sending tasks (coalescing): unix-net-4tx / unix-codec-4tx",
+        ("unix-net-4tx", "unix-codec-4tx"),
         Mode::Stream,
         64,
         2.0,

@@ -67,3 +67,25 @@ async fn a_leading_send_dropped_before_its_write_leaves_the_others_going_out() {
     assert!(matches!(b.recv().await, Err(TransportError::Closed)));
     assert_eq!(a.stats().frames_sent, 2);
 }
+
+/// A task sending alone in a loop yields to the scheduler once every `PROBE_EVERY` sends (so
+/// that tasks sending in loops of their own find each other, and the loop does not hold its
+/// thread for good), and otherwise completes each send on its first poll.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lone_sender_probes_for_others_once_every_probe_every_sends() {
+    let (a, b) = warm_pair().await;
+    let n = 3 * crate::shared::PROBE_EVERY;
+    let mut yielded = Vec::new();
+    for i in 0..n {
+        let mut send = pin!(a.send(Frame::new(vec![3u8; 10]).msg_id(u64::from(i))));
+        if poll_once(send.as_mut()).is_pending() {
+            yielded.push(i);
+            send.await.unwrap();
+        }
+        assert_eq!(b.recv().await.unwrap().header.msg_id, u64::from(i));
+    }
+    // The warm-up's send was the first lone leading write.
+    let every = crate::shared::PROBE_EVERY;
+    let expected: Vec<u32> = (0..n).filter(|i| (i + 2) % every == 0).collect();
+    assert_eq!(yielded, expected);
+}
