@@ -36,6 +36,10 @@ rows: spin (shared-memory spin lower bound), eventfd (kernel wake), unix (tokio 
       peer's session / through recv_any), hub-fanin-1, hub-fanin-4, hub-fanin-16 (N peer
       processes streaming 64 B and 64 KiB frames to one host), hub-attach (costs: attach,
       death, reclaim: p50/p99 of a few dozen samples);
+      tcp, unix-net (transport-net over loopback / a Unix socket, two processes) beside
+      tcp-codec, unix-codec (tokio streams with LengthDelimitedCodec, by hand);
+      tcp-4tx, unix-net-4tx, tcp-codec-4tx, unix-codec-4tx (4 tasks streaming 64 B frames on
+      one connection; the codec shared behind a tokio Mutex);
       with the cargo feature `peers`: iox2-poll, iox2-poll-zc, iox2-event (iceoryx2)";
 
 /// Where the two peers run.
