@@ -14,6 +14,7 @@ use super::session::Session;
 use super::{BenchError, BenchResult};
 use std::fmt::Display;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use transport_api::Transport;
@@ -56,22 +57,28 @@ pub enum Peer {
 }
 
 /// The parent side of a `Transport` row: the transport, a runtime to drive it, and the peer.
+///
+/// On a current-thread runtime the measurement runs in `block_on`; on a multi-thread runtime
+/// it runs as a task spawned on the runtime (as a service's tasks run: on a worker, which also
+/// polls the I/O driver), `block_on` only awaiting its end. A future run by a multi-thread
+/// runtime's `block_on` lives on the calling thread, outside the workers, so every wake-up of
+/// it is a hand-off between threads that no transport can avoid.
 pub struct TransportSession<T: Transport> {
-    t: T,
+    t: Arc<T>,
     rt: tokio::runtime::Runtime,
-    pattern: Pattern,
+    pattern: Arc<Pattern>,
     peer: Option<Peer>,
     wakes: Option<f64>,
     zero_copy: bool,
 }
 
-impl<T: Transport> TransportSession<T> {
+impl<T: Transport + 'static> TransportSession<T> {
     /// A session over `t` (driven by `rt`) whose peer runs [`generic::serve`].
     pub fn new(t: T, rt: tokio::runtime::Runtime, peer: Peer) -> Self {
         TransportSession {
-            t,
+            t: Arc::new(t),
             rt,
-            pattern: Pattern::new(MAX_SIZE),
+            pattern: Arc::new(Pattern::new(MAX_SIZE)),
             peer: Some(peer),
             wakes: None,
             zero_copy: false,
@@ -85,10 +92,16 @@ impl<T: Transport> TransportSession<T> {
         self
     }
 
-    /// Runs `f` on the runtime and records the wake system calls per frame sent meanwhile.
-    fn measured<R>(&mut self, f: impl AsyncFnOnce(&T, &Pattern) -> R) -> R {
+    /// Runs the measurement `f` on the runtime (see [`TransportSession`] for where) and records
+    /// the wake system calls per frame sent meanwhile.
+    fn measured<R, F>(&mut self, f: impl FnOnce(Arc<T>, Arc<Pattern>) -> F) -> BenchResult<R>
+    where
+        R: Send + 'static,
+        F: Future<Output = BenchResult<R>> + Send + 'static,
+    {
         let before = self.t.stats();
-        let r = self.rt.block_on(f(&self.t, &self.pattern));
+        let fut = f(self.t.clone(), self.pattern.clone());
+        let r = drive(&self.rt, fut).and_then(|r| r);
         let after = self.t.stats();
         let frames = after.frames_sent.saturating_sub(before.frames_sent);
         let wakes = after.wake_syscalls.saturating_sub(before.wake_syscalls);
@@ -97,16 +110,18 @@ impl<T: Transport> TransportSession<T> {
     }
 }
 
-impl<T: Transport> Session for TransportSession<T> {
+impl<T: Transport + 'static> Session for TransportSession<T> {
     fn rtt(&mut self, size: usize, budget: &Budget) -> BenchResult<Vec<u64>> {
-        self.measured(async |t, p| generic::rtt(t, size, budget, p).await)
+        let b = *budget;
+        self.measured(|t, p| async move { generic::rtt(&*t, size, &b, &p).await })
     }
 
     fn stream(&mut self, size: usize, budget: &Budget) -> BenchResult<StreamOutcome> {
+        let b = *budget;
         if self.zero_copy {
-            self.measured(async |t, _| generic::stream_send_zc(t, size, budget).await)
+            self.measured(|t, _| async move { generic::stream_send_zc(&*t, size, &b).await })
         } else {
-            self.measured(async |t, p| generic::stream_send(t, size, budget, p).await)
+            self.measured(|t, p| async move { generic::stream_send(&*t, size, &b, &p).await })
         }
     }
 
@@ -115,7 +130,7 @@ impl<T: Transport> Session for TransportSession<T> {
     }
 
     fn finish(&mut self) -> BenchResult<()> {
-        self.rt.block_on(generic::quit(&self.t))?;
+        self.rt.block_on(generic::quit(&*self.t))?;
         match self.peer.take() {
             Some(Peer::Process(child, _dir)) => child.wait(Duration::from_secs(10)),
             Some(Peer::Thread(h)) => h
@@ -137,7 +152,7 @@ pub fn parent<T, E, F, Fut>(
     accept: F,
 ) -> BenchResult<TransportSession<T>>
 where
-    T: Transport,
+    T: Transport + 'static,
     E: Display,
     F: FnOnce(PathBuf) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -153,7 +168,7 @@ pub fn parent_on<T, E, F, Fut>(
     accept: F,
 ) -> BenchResult<TransportSession<T>>
 where
-    T: Transport,
+    T: Transport + 'static,
     E: Display,
     F: FnOnce(PathBuf) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -177,7 +192,7 @@ where
 /// [`CONNECT_TIMEOUT`]) and serves the parent ([`generic::serve`]) until it says quit.
 pub fn child<T, E, F, Fut>(args: &ChildArgs, connect: F) -> BenchResult<()>
 where
-    T: Transport,
+    T: Transport + 'static,
     E: Display,
     F: FnMut(PathBuf) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -188,7 +203,7 @@ where
 /// [`child`] on a runtime of `flavor`.
 pub fn child_on<T, E, F, Fut>(args: &ChildArgs, flavor: Flavor, mut connect: F) -> BenchResult<()>
 where
-    T: Transport,
+    T: Transport + 'static,
     E: Display,
     F: FnMut(PathBuf) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -198,8 +213,23 @@ where
         .clone()
         .ok_or_else(|| BenchError::new("missing --rendezvous"))?;
     let rt = runtime_of(flavor)?;
-    rt.block_on(async {
+    let t = rt.block_on(async {
         let t = retry(CONNECT_TIMEOUT, || connect(path.clone())).await?;
-        generic::serve(&t).await
-    })
+        Ok::<_, BenchError>(t)
+    })?;
+    drive(&rt, async move { generic::serve(&t).await })?
+}
+
+/// Runs `fut` on `rt` where every row's measurement runs (see [`TransportSession`]): in
+/// `block_on` on a current-thread runtime, as a task spawned on a worker of a multi-thread one.
+pub fn drive<R: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    fut: impl Future<Output = R> + Send + 'static,
+) -> BenchResult<R> {
+    match rt.handle().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => Ok(rt.block_on(fut)),
+        _ => rt
+            .block_on(rt.spawn(fut))
+            .map_err(|e| BenchError::new(format!("a measuring task failed: {e}"))),
+    }
 }

@@ -9,7 +9,7 @@
 //! the `*-4tx` rows ([`ManySenders`]) and the `coalesce` binary.
 
 use super::codec::{self, send};
-use super::cross::runtime;
+use super::cross::{CONNECT_TIMEOUT, runtime};
 use super::generic::StreamOutcome;
 use super::procs::{PlaceCtx, pin_current_thread};
 use super::proto::Budget;
@@ -21,6 +21,7 @@ use std::future::poll_fn;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -70,13 +71,19 @@ fn payload(s: u32, i: u64, size: usize) -> Vec<u8> {
 }
 
 /// Checks each sender's order and counts frames.
-#[derive(Default)]
 struct Order {
     next: Vec<u64>,
     frames: u64,
 }
 
 impl Order {
+    fn new(senders: u32) -> Order {
+        Order {
+            next: vec![0; senders as usize],
+            frames: 0,
+        }
+    }
+
     fn see(&mut self, b: &[u8]) -> BenchResult<()> {
         let word = |r: std::ops::Range<usize>| {
             b.get(r)
@@ -84,8 +91,11 @@ impl Order {
         };
         let s = u32::from_le_bytes(word(0..4)?.try_into().expect("4 bytes")) as usize;
         let i = u64::from_le_bytes(word(4..12)?.try_into().expect("8 bytes"));
-        if self.next.len() <= s {
-            self.next.resize(s + 1, 0);
+        if s >= self.next.len() {
+            return Err(BenchError::new(format!(
+                "a frame from sender {s}, of {} senders",
+                self.next.len()
+            )));
         }
         if self.next[s] != i {
             return Err(BenchError::new(format!(
@@ -99,31 +109,65 @@ impl Order {
     }
 }
 
-/// Where a measurement's sockets meet: a private directory for the Unix socket paths.
-fn socket_dir() -> BenchResult<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("bench-senders-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// A private directory for a measurement's Unix socket, removed with its contents on drop.
+struct SocketDir(PathBuf);
+
+impl SocketDir {
+    fn new() -> BenchResult<SocketDir> {
+        let dir = std::env::temp_dir().join(format!("bench-senders-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(SocketDir(dir))
+    }
 }
 
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Accepts the receiver's connection, for at most [`CONNECT_TIMEOUT`] (the receiver thread
+/// may have failed before connecting; its error is then reported by [`finish`]).
+async fn accepted<T, E: std::fmt::Display>(
+    accept: impl Future<Output = Result<T, E>>,
+) -> BenchResult<T> {
+    tokio::time::timeout(CONNECT_TIMEOUT, accept)
+        .await
+        .map_err(|_| BenchError::new("the receiver did not connect in time"))?
+        .map_err(|e| BenchError::new(format!("accept failed: {e}")))
+}
+
+type Receiver = std::thread::JoinHandle<BenchResult<Instant>>;
+
 /// Starts the receiver thread: pins it, builds its runtime, runs `body`.
-fn receiver<F, Fut>(cpu: Option<usize>, body: F) -> std::thread::JoinHandle<BenchResult<Instant>>
+fn receiver<F, Fut>(cpu: Option<usize>, body: F) -> BenchResult<Receiver>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = BenchResult<Instant>>,
 {
-    std::thread::spawn(move || {
-        if let Some(cpu) = cpu {
-            pin_current_thread(cpu)
-                .map_err(|e| BenchError::new(format!("cannot pin to CPU {cpu}: {e}")))?;
-        }
-        runtime()?.block_on(body())
-    })
+    std::thread::Builder::new()
+        .name("bench-receiver".into())
+        .spawn(move || {
+            if let Some(cpu) = cpu {
+                pin_current_thread(cpu)
+                    .map_err(|e| BenchError::new(format!("cannot pin to CPU {cpu}: {e}")))?;
+            }
+            runtime()?.block_on(body())
+        })
+        .map_err(|e| BenchError::new(format!("cannot start the receiver thread: {e}")))
 }
 
-fn join(h: std::thread::JoinHandle<BenchResult<Instant>>) -> BenchResult<Instant> {
-    h.join()
-        .map_err(|_| BenchError::new("the receiver thread panicked"))?
+/// The outcome of a measurement whose senders started at `start` (or failed): waits for the
+/// receiver and reports its error first (a sender's error is then usually the consequence).
+fn finish(sent: BenchResult<Instant>, rx: Receiver, counted: &AtomicU64) -> BenchResult<Outcome> {
+    let end = rx
+        .join()
+        .map_err(|_| BenchError::new("the receiver thread panicked"))??;
+    let start = sent?;
+    Ok(Outcome {
+        frames: counted.load(Ordering::Relaxed),
+        elapsed: end.duration_since(start),
+    })
 }
 
 /// Receives (`next`, each frame's bytes seen through `view`) until each of `senders` sent its
@@ -157,8 +201,8 @@ pub fn run_net(
     run: Duration,
     cpu: Option<usize>,
 ) -> BenchResult<Outcome> {
-    let path = socket_dir()?.join("net.sock");
-    let _ = std::fs::remove_file(&path);
+    let dir = SocketDir::new()?;
+    let path = dir.0.join("net.sock");
     let cfg = transport_net::NetConfig::default();
     let rt = runtime()?;
     let listener = rt.block_on(async {
@@ -168,7 +212,7 @@ pub fn run_net(
         }
     })?;
     let addr = listener.local_address();
-    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = Arc::new(AtomicU64::new(0));
     let c2 = counted.clone();
     let rx = receiver(cpu, move || async move {
         let cfg = transport_net::NetConfig::default();
@@ -176,7 +220,7 @@ pub fn run_net(
             Family::Tcp => transport_net::connect_tcp(&addr, &cfg).await?,
             Family::Unix => transport_net::connect_unix(Path::new(&addr), &cfg).await?,
         };
-        let mut order = Order::default();
+        let mut order = Order::new(senders);
         let end = recv_all(
             async || Ok(t.recv().await?),
             |f: &Frame| f.bytes(),
@@ -184,11 +228,11 @@ pub fn run_net(
             &mut order,
         )
         .await?;
-        c2.store(order.frames, std::sync::atomic::Ordering::Relaxed);
+        c2.store(order.frames, Ordering::Relaxed);
         Ok(end)
-    });
-    let (start, t) = rt.block_on(async {
-        let t = Arc::new(listener.accept().await?);
+    })?;
+    let sent = rt.block_on(async {
+        let t = Arc::new(accepted(listener.accept()).await?);
         let start = Instant::now();
         let tasks: Vec<_> = (0..senders)
             .map(|s| {
@@ -207,14 +251,11 @@ pub fn run_net(
             task.await
                 .map_err(|e| BenchError::new(format!("a sender task failed: {e}")))??;
         }
-        Ok::<_, BenchError>((start, t))
-    })?;
-    let end = join(rx)?;
-    drop(t);
-    Ok(Outcome {
-        frames: counted.load(std::sync::atomic::Ordering::Relaxed),
-        elapsed: end.duration_since(start),
-    })
+        // The session closes when the tasks' handles and this one are dropped: after every
+        // frame, the receiver sees the end only if it failed to count them all.
+        Ok::<_, BenchError>(start)
+    });
+    finish(sent, rx, &counted)
 }
 
 /// `senders` tasks sharing one codec-framed stream behind a mutex.
@@ -249,10 +290,10 @@ async fn codec_senders<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 async fn codec_recv<S: AsyncRead + AsyncWrite + Unpin>(
     s: S,
     senders: u32,
-    counted: &std::sync::atomic::AtomicU64,
+    counted: &AtomicU64,
 ) -> BenchResult<Instant> {
     let mut c = Framed::new(s, codec::length_delimited());
-    let mut order = Order::default();
+    let mut order = Order::new(senders);
     let end = recv_all(
         async || {
             let f = poll_fn(|cx| Pin::new(&mut c).poll_next(cx))
@@ -265,7 +306,7 @@ async fn codec_recv<S: AsyncRead + AsyncWrite + Unpin>(
         &mut order,
     )
     .await?;
-    counted.store(order.frames, std::sync::atomic::Ordering::Relaxed);
+    counted.store(order.frames, Ordering::Relaxed);
     Ok(end)
 }
 
@@ -277,12 +318,10 @@ pub fn run_codec(
     run: Duration,
     cpu: Option<usize>,
 ) -> BenchResult<Outcome> {
-    let path = socket_dir()?.join("codec.sock");
-    let _ = std::fs::remove_file(&path);
     let rt = runtime()?;
-    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = Arc::new(AtomicU64::new(0));
     let c2 = counted.clone();
-    let (rx, start) = match family {
+    match family {
         Family::Tcp => {
             let l = rt.block_on(TcpListener::bind("127.0.0.1:0"))?;
             let addr = l.local_addr()?;
@@ -290,9 +329,9 @@ pub fn run_codec(
                 let s = TcpStream::connect(addr).await?;
                 s.set_nodelay(true)?;
                 codec_recv(s, senders, &c2).await
-            });
-            let start = rt.block_on(async {
-                let (s, _) = l.accept().await?;
+            })?;
+            let sent = rt.block_on(async {
+                let (s, _) = accepted(l.accept()).await?;
                 s.set_nodelay(true)?;
                 codec_senders(
                     Framed::new(s, codec::length_delimited()),
@@ -301,10 +340,12 @@ pub fn run_codec(
                     run,
                 )
                 .await
-            })?;
-            (rx, start)
+            });
+            finish(sent, rx, &counted)
         }
         Family::Unix => {
+            let dir = SocketDir::new()?;
+            let path = dir.0.join("codec.sock");
             let l = {
                 let _g = rt.enter();
                 UnixListener::bind(&path)?
@@ -313,9 +354,9 @@ pub fn run_codec(
             let rx = receiver(cpu, move || async move {
                 let s = UnixStream::connect(&p).await?;
                 codec_recv(s, senders, &c2).await
-            });
-            let start = rt.block_on(async {
-                let (s, _) = l.accept().await?;
+            })?;
+            let sent = rt.block_on(async {
+                let (s, _) = accepted(l.accept()).await?;
                 codec_senders(
                     Framed::new(s, codec::length_delimited()),
                     senders,
@@ -323,15 +364,10 @@ pub fn run_codec(
                     run,
                 )
                 .await
-            })?;
-            (rx, start)
+            });
+            finish(sent, rx, &counted)
         }
-    };
-    let end = join(rx)?;
-    Ok(Outcome {
-        frames: counted.load(std::sync::atomic::Ordering::Relaxed),
-        elapsed: end.duration_since(start),
-    })
+    }
 }
 
 /// The parent side of a `*-4tx` row: each stream cell is one measurement of [`run_net`] or

@@ -5,7 +5,7 @@
 //! Wire format: `len: u32 LE`, `flags: u32 LE`, `msg_id: u64 LE`, then `len` payload bytes.
 
 use super::cli::ChildArgs;
-use super::cross::{CONNECT_TIMEOUT, Flavor, runtime_of};
+use super::cross::{self, CONNECT_TIMEOUT, Flavor, runtime_of};
 use super::generic::StreamOutcome;
 use super::procs::{ChildProc, PlaceCtx, RendezvousDir, retry};
 use super::proto::{
@@ -57,13 +57,20 @@ async fn write_control(s: &mut BufReader<UnixStream>, flags: u32) -> BenchResult
 
 /// Parent side of the `unix` row.
 pub struct UnixSession {
-    s: BufReader<UnixStream>,
+    /// The stream and buffers, moved into the measurement's future while it runs (which runs
+    /// as a task on a multi-thread runtime, see [`cross::drive`]).
+    io: Option<Io>,
     rt: tokio::runtime::Runtime,
+    child: Option<ChildProc>,
+    _dir: RendezvousDir,
+}
+
+/// What a measurement of the `unix` row works on.
+struct Io {
+    s: BufReader<UnixStream>,
     wire: Vec<u8>,
     rbuf: Vec<u8>,
     pattern: Pattern,
-    child: Option<ChildProc>,
-    _dir: RendezvousDir,
 }
 
 impl UnixSession {
@@ -86,100 +93,124 @@ impl UnixSession {
             .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, listener.accept()).await })
             .map_err(|_| BenchError::new("the unix peer did not connect in time"))??;
         Ok(UnixSession {
-            s: BufReader::with_capacity(BUF_CAP, s),
+            io: Some(Io {
+                s: BufReader::with_capacity(BUF_CAP, s),
+                wire: Vec::new(),
+                rbuf: Vec::new(),
+                pattern: Pattern::new(MAX_SIZE),
+            }),
             rt,
-            wire: Vec::new(),
-            rbuf: Vec::new(),
-            pattern: Pattern::new(MAX_SIZE),
             child: Some(child),
             _dir: dir,
         })
+    }
+
+    /// Runs `f` over the session's stream and buffers (see [`cross::drive`] for where).
+    fn measure<R, F>(&mut self, f: impl FnOnce(Io) -> F) -> BenchResult<R>
+    where
+        R: Send + 'static,
+        F: Future<Output = (Io, BenchResult<R>)> + Send + 'static,
+    {
+        let io = self
+            .io
+            .take()
+            .ok_or_else(|| BenchError::new("unix: an earlier measurement failed"))?;
+        let (io, r) = cross::drive(&self.rt, f(io))?;
+        self.io = Some(io);
+        r
     }
 }
 
 impl Session for UnixSession {
     fn rtt(&mut self, size: usize, budget: &Budget) -> BenchResult<Vec<u64>> {
-        let UnixSession {
-            s,
-            rt,
-            wire,
-            rbuf,
-            pattern,
-            ..
-        } = self;
-        rt.block_on(async {
-            write_control(s, F_CMD_RTT).await?;
-            let warm_end = Instant::now() + budget.warmup;
-            let end = warm_end + budget.measure;
-            let mut samples = Vec::with_capacity(4096);
-            wire.resize(HDR + size, 0);
-            let mut seq = 0u64;
-            loop {
-                seq += 1;
-                budget.idle();
-                let t0 = Instant::now();
-                put_header(wire, size, F_PING, seq);
-                pattern.fill(&mut wire[HDR..], seq);
-                s.write_all(wire).await?;
-                let (flags, id) = read_frame(s, rbuf).await?;
-                let t1 = Instant::now();
-                if flags != F_PING || id != seq || !check(&rbuf[HDR..], seq) {
-                    return Err(BenchError::new(format!(
-                        "unix rtt: bad echo for ping {seq}"
-                    )));
+        let budget = *budget;
+        self.measure(move |mut io: Io| async move {
+            let r = async {
+                let Io {
+                    s,
+                    wire,
+                    rbuf,
+                    pattern,
+                } = &mut io;
+                write_control(s, F_CMD_RTT).await?;
+                let warm_end = Instant::now() + budget.warmup;
+                let end = warm_end + budget.measure;
+                let mut samples = Vec::with_capacity(4096);
+                wire.resize(HDR + size, 0);
+                let mut seq = 0u64;
+                loop {
+                    seq += 1;
+                    budget.idle();
+                    let t0 = Instant::now();
+                    put_header(wire, size, F_PING, seq);
+                    pattern.fill(&mut wire[HDR..], seq);
+                    s.write_all(wire).await?;
+                    let (flags, id) = read_frame(s, rbuf).await?;
+                    let t1 = Instant::now();
+                    if flags != F_PING || id != seq || !check(&rbuf[HDR..], seq) {
+                        return Err(BenchError::new(format!(
+                            "unix rtt: bad echo for ping {seq}"
+                        )));
+                    }
+                    if budget.record(&mut samples, t0, t1, warm_end, end) {
+                        break;
+                    }
                 }
-                if budget.record(&mut samples, t0, t1, warm_end, end) {
-                    break;
+                write_control(s, F_END).await?;
+                match read_frame(s, rbuf).await? {
+                    (F_END, _) => Ok(samples),
+                    (f, _) => Err(BenchError::new(format!(
+                        "unix rtt: expected END, got {f:#x}"
+                    ))),
                 }
             }
-            write_control(s, F_END).await?;
-            match read_frame(s, rbuf).await? {
-                (F_END, _) => Ok(samples),
-                (f, _) => Err(BenchError::new(format!(
-                    "unix rtt: expected END, got {f:#x}"
-                ))),
-            }
+            .await;
+            (io, r)
         })
     }
 
     fn stream(&mut self, size: usize, budget: &Budget) -> BenchResult<StreamOutcome> {
-        let UnixSession {
-            s,
-            rt,
-            wire,
-            rbuf,
-            pattern,
-            ..
-        } = self;
-        rt.block_on(async {
-            write_control(s, F_CMD_STREAM).await?;
-            let deadline = Deadline::new(budget, size);
-            let start = Instant::now();
-            wire.resize(HDR + size, 0);
-            let mut sent = 0u64;
-            while !deadline.reached(sent) {
-                sent += 1;
-                put_header(wire, size, F_DATA, sent);
-                pattern.fill(&mut wire[HDR..], sent);
-                s.write_all(wire).await?;
+        let budget = *budget;
+        self.measure(move |mut io: Io| async move {
+            let r = async {
+                let Io {
+                    s,
+                    wire,
+                    rbuf,
+                    pattern,
+                } = &mut io;
+                write_control(s, F_CMD_STREAM).await?;
+                let deadline = Deadline::new(&budget, size);
+                let start = Instant::now();
+                wire.resize(HDR + size, 0);
+                let mut sent = 0u64;
+                while !deadline.reached(sent) {
+                    sent += 1;
+                    put_header(wire, size, F_DATA, sent);
+                    pattern.fill(&mut wire[HDR..], sent);
+                    s.write_all(wire).await?;
+                }
+                write_control(s, F_END).await?;
+                let (flags, _) = read_frame(s, rbuf).await?;
+                let elapsed = start.elapsed();
+                let tally = Tally::from_bytes(&rbuf[HDR..]).filter(|_| flags == F_SUMMARY);
+                let tally = tally.ok_or_else(|| BenchError::new("unix stream: bad summary"))?;
+                tally.verify(sent, size)?;
+                Ok(StreamOutcome {
+                    msgs: sent,
+                    bytes: tally.bytes,
+                    elapsed,
+                })
             }
-            write_control(s, F_END).await?;
-            let (flags, _) = read_frame(s, rbuf).await?;
-            let elapsed = start.elapsed();
-            let tally = Tally::from_bytes(&rbuf[HDR..]).filter(|_| flags == F_SUMMARY);
-            let tally = tally.ok_or_else(|| BenchError::new("unix stream: bad summary"))?;
-            tally.verify(sent, size)?;
-            Ok(StreamOutcome {
-                msgs: sent,
-                bytes: tally.bytes,
-                elapsed,
-            })
+            .await;
+            (io, r)
         })
     }
 
     fn finish(&mut self) -> BenchResult<()> {
-        let UnixSession { s, rt, .. } = self;
-        rt.block_on(write_control(s, F_QUIT))?;
+        if let Some(io) = &mut self.io {
+            self.rt.block_on(write_control(&mut io.s, F_QUIT))?;
+        }
         match self.child.take() {
             Some(c) => c.wait(Duration::from_secs(10)),
             None => Ok(()),
@@ -198,7 +229,7 @@ pub fn child_on(args: &ChildArgs, flavor: Flavor) -> BenchResult<()> {
         .rendezvous
         .clone()
         .ok_or_else(|| BenchError::new("missing --rendezvous"))?;
-    runtime_of(flavor)?.block_on(async {
+    cross::drive(&runtime_of(flavor)?, async move {
         let s = retry(CONNECT_TIMEOUT, || UnixStream::connect(&path)).await?;
         let mut s = BufReader::with_capacity(BUF_CAP, s);
         let mut buf = Vec::new();
@@ -235,5 +266,5 @@ pub fn child_on(args: &ChildArgs, flavor: Flavor) -> BenchResult<()> {
                 f => return Err(BenchError::new(format!("unix: unexpected command {f:#x}"))),
             }
         }
-    })
+    })?
 }

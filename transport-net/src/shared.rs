@@ -281,7 +281,7 @@ impl Shared {
     /// them again), and it keeps a task sending alone from holding its thread for good. A task
     /// sending alone pays one scheduler turn per [`PROBE_EVERY`] frames.
     pub(crate) fn probe_due(&self) -> bool {
-        (self.lone_leads.load(Relaxed) + 1) % PROBE_EVERY == 0
+        self.lone_leads.load(Relaxed).wrapping_add(1) % PROBE_EVERY == 0
     }
 
     /// Counts a frame that went out (or will, whole).
