@@ -6,6 +6,7 @@
 use super::link::Link;
 use super::rx::RxShared;
 use super::tx::TxShared;
+use super::waiter::SpinHistory;
 use crate::core::codec::{
     CONT_BYTES, Descriptor, INLINE_HEAD, INLINE_MAX, InlineUnit, Location, MAX_CONT, SlotRef,
     continuations, header_from_words, inline_small_bytes,
@@ -35,6 +36,8 @@ pub(crate) struct Inner {
     pub(crate) waiters: AtomicUsize,
     pub(crate) status: Status,
     pub(crate) spin: Duration,
+    /// How this end's spins have been going (see [`SpinHistory`]).
+    pub(crate) spin_history: SpinHistory,
     pub(crate) max_payload: usize,
     /// Largest payload sent inline in the ring (see [`inline_max`]).
     pub(crate) inline_max: usize,

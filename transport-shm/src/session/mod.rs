@@ -152,6 +152,7 @@ impl ShmTransport {
             waiters: AtomicUsize::new(0),
             status: Status::default(),
             spin: p.opts.spin,
+            spin_history: waiter::SpinHistory::default(),
             max_payload,
             inline_max: inline_max(ring_capacity),
             span,
