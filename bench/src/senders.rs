@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::Framed;
 use transport_api::{Frame, Transport};
 
 /// The socket family.
@@ -193,14 +193,30 @@ async fn recv_all<B>(
     }
 }
 
+/// What one measurement sends.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    /// The socket family.
+    pub family: Family,
+    /// Sending tasks.
+    pub senders: u32,
+    /// Payload bytes per frame (at least 12 are sent: sender and sequence).
+    pub size: usize,
+    /// How long the tasks send.
+    pub run: Duration,
+    /// The CPU the receiver thread is pinned to, if any.
+    pub cpu: Option<usize>,
+}
+
 /// transport-net: `senders` tasks send `size`-byte frames for `run`, then an empty frame each.
-pub fn run_net(
-    family: Family,
-    senders: u32,
-    size: usize,
-    run: Duration,
-    cpu: Option<usize>,
-) -> BenchResult<Outcome> {
+pub fn run_net(load: &Load) -> BenchResult<Outcome> {
+    let Load {
+        family,
+        senders,
+        size,
+        run,
+        cpu,
+    } = *load;
     let dir = SocketDir::new()?;
     let path = dir.0.join("net.sock");
     let cfg = transport_net::NetConfig::default();
@@ -233,50 +249,58 @@ pub fn run_net(
     })?;
     let sent = rt.block_on(async {
         let t = Arc::new(accepted(listener.accept()).await?);
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..senders)
-            .map(|s| {
-                let t = t.clone();
-                tokio::spawn(async move {
-                    let mut i = 0;
-                    while start.elapsed() < run {
-                        t.send(Frame::new(payload(s, i, size))).await?;
-                        i += 1;
-                    }
-                    t.send(Frame::new(Vec::new())).await
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await
-                .map_err(|e| BenchError::new(format!("a sender task failed: {e}")))??;
-        }
-        // The session closes when the tasks' handles and this one are dropped: after every
-        // frame, the receiver sees the end only if it failed to count them all.
-        Ok::<_, BenchError>(start)
+        spawn_senders(senders, size, run, move |p| {
+            let t = t.clone();
+            async move { Ok(t.send(Frame::new(p)).await?) }
+        })
+        .await
     });
     finish(sent, rx, &counted)
 }
 
-/// `senders` tasks sharing one codec-framed stream behind a mutex.
+/// `senders` tasks sharing stream `s`, framed by the codec, behind a mutex.
 async fn codec_senders<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    c: Framed<S, LengthDelimitedCodec>,
+    s: S,
     senders: u32,
     size: usize,
     run: Duration,
 ) -> BenchResult<Instant> {
-    let c = Arc::new(tokio::sync::Mutex::new(c));
+    let c = Arc::new(tokio::sync::Mutex::new(Framed::new(
+        s,
+        codec::length_delimited(),
+    )));
+    spawn_senders(senders, size, run, move |p| {
+        let c = c.clone();
+        async move { send(&mut *c.lock().await, Bytes::from(p)).await }
+    })
+    .await
+}
+
+/// Spawns `senders` tasks, each sending `size`-byte frames through `send` for `run` (then an
+/// empty one), and waits for them; returns when they started. Every frame was sent when this
+/// returns (`send` returns once its frame is written), so dropping the connection then loses
+/// nothing the receiver counts.
+async fn spawn_senders<F, Fut>(
+    senders: u32,
+    size: usize,
+    run: Duration,
+    send: F,
+) -> BenchResult<Instant>
+where
+    F: Fn(Vec<u8>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = BenchResult<()>> + Send,
+{
     let start = Instant::now();
     let tasks: Vec<_> = (0..senders)
         .map(|s| {
-            let c = c.clone();
+            let send = send.clone();
             tokio::spawn(async move {
                 let mut i = 0;
                 while start.elapsed() < run {
-                    send(&mut *c.lock().await, Bytes::from(payload(s, i, size))).await?;
+                    send(payload(s, i, size)).await?;
                     i += 1;
                 }
-                send(&mut *c.lock().await, Bytes::new()).await
+                send(Vec::new()).await
             })
         })
         .collect();
@@ -311,13 +335,14 @@ async fn codec_recv<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The hand-written baseline of [`run_net`].
-pub fn run_codec(
-    family: Family,
-    senders: u32,
-    size: usize,
-    run: Duration,
-    cpu: Option<usize>,
-) -> BenchResult<Outcome> {
+pub fn run_codec(load: &Load) -> BenchResult<Outcome> {
+    let Load {
+        family,
+        senders,
+        size,
+        run,
+        cpu,
+    } = *load;
     let rt = runtime()?;
     let counted = Arc::new(AtomicU64::new(0));
     let c2 = counted.clone();
@@ -333,13 +358,7 @@ pub fn run_codec(
             let sent = rt.block_on(async {
                 let (s, _) = accepted(l.accept()).await?;
                 s.set_nodelay(true)?;
-                codec_senders(
-                    Framed::new(s, codec::length_delimited()),
-                    senders,
-                    size,
-                    run,
-                )
-                .await
+                codec_senders(s, senders, size, run).await
             });
             finish(sent, rx, &counted)
         }
@@ -357,13 +376,7 @@ pub fn run_codec(
             })?;
             let sent = rt.block_on(async {
                 let (s, _) = accepted(l.accept()).await?;
-                codec_senders(
-                    Framed::new(s, codec::length_delimited()),
-                    senders,
-                    size,
-                    run,
-                )
-                .await
+                codec_senders(s, senders, size, run).await
             });
             finish(sent, rx, &counted)
         }
@@ -401,7 +414,13 @@ impl Session for ManySenders {
             Framing::Net => run_net,
             Framing::Codec => run_codec,
         };
-        let o = run(self.family, self.senders, size, budget.measure, self.cpu)?;
+        let o = run(&Load {
+            family: self.family,
+            senders: self.senders,
+            size,
+            run: budget.measure,
+            cpu: self.cpu,
+        })?;
         Ok(StreamOutcome {
             msgs: o.frames,
             bytes: o.frames * size.max(12) as u64,

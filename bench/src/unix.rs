@@ -121,50 +121,86 @@ impl UnixSession {
     }
 }
 
+impl Io {
+    /// The parent side of the round-trip measurement.
+    async fn rtt(&mut self, size: usize, budget: &Budget) -> BenchResult<Vec<u64>> {
+        let Io {
+            s,
+            wire,
+            rbuf,
+            pattern,
+        } = self;
+        write_control(s, F_CMD_RTT).await?;
+        let warm_end = Instant::now() + budget.warmup;
+        let end = warm_end + budget.measure;
+        let mut samples = Vec::with_capacity(4096);
+        wire.resize(HDR + size, 0);
+        let mut seq = 0u64;
+        loop {
+            seq += 1;
+            budget.idle();
+            let t0 = Instant::now();
+            put_header(wire, size, F_PING, seq);
+            pattern.fill(&mut wire[HDR..], seq);
+            s.write_all(wire).await?;
+            let (flags, id) = read_frame(s, rbuf).await?;
+            let t1 = Instant::now();
+            if flags != F_PING || id != seq || !check(&rbuf[HDR..], seq) {
+                return Err(BenchError::new(format!(
+                    "unix rtt: bad echo for ping {seq}"
+                )));
+            }
+            if budget.record(&mut samples, t0, t1, warm_end, end) {
+                break;
+            }
+        }
+        write_control(s, F_END).await?;
+        match read_frame(s, rbuf).await? {
+            (F_END, _) => Ok(samples),
+            (f, _) => Err(BenchError::new(format!(
+                "unix rtt: expected END, got {f:#x}"
+            ))),
+        }
+    }
+
+    /// The parent side of the one-way measurement.
+    async fn stream(&mut self, size: usize, budget: &Budget) -> BenchResult<StreamOutcome> {
+        let Io {
+            s,
+            wire,
+            rbuf,
+            pattern,
+        } = self;
+        write_control(s, F_CMD_STREAM).await?;
+        let deadline = Deadline::new(budget, size);
+        let start = Instant::now();
+        wire.resize(HDR + size, 0);
+        let mut sent = 0u64;
+        while !deadline.reached(sent) {
+            sent += 1;
+            put_header(wire, size, F_DATA, sent);
+            pattern.fill(&mut wire[HDR..], sent);
+            s.write_all(wire).await?;
+        }
+        write_control(s, F_END).await?;
+        let (flags, _) = read_frame(s, rbuf).await?;
+        let elapsed = start.elapsed();
+        let tally = Tally::from_bytes(&rbuf[HDR..]).filter(|_| flags == F_SUMMARY);
+        let tally = tally.ok_or_else(|| BenchError::new("unix stream: bad summary"))?;
+        tally.verify(sent, size)?;
+        Ok(StreamOutcome {
+            msgs: sent,
+            bytes: tally.bytes,
+            elapsed,
+        })
+    }
+}
+
 impl Session for UnixSession {
     fn rtt(&mut self, size: usize, budget: &Budget) -> BenchResult<Vec<u64>> {
         let budget = *budget;
         self.measure(move |mut io: Io| async move {
-            let r = async {
-                let Io {
-                    s,
-                    wire,
-                    rbuf,
-                    pattern,
-                } = &mut io;
-                write_control(s, F_CMD_RTT).await?;
-                let warm_end = Instant::now() + budget.warmup;
-                let end = warm_end + budget.measure;
-                let mut samples = Vec::with_capacity(4096);
-                wire.resize(HDR + size, 0);
-                let mut seq = 0u64;
-                loop {
-                    seq += 1;
-                    budget.idle();
-                    let t0 = Instant::now();
-                    put_header(wire, size, F_PING, seq);
-                    pattern.fill(&mut wire[HDR..], seq);
-                    s.write_all(wire).await?;
-                    let (flags, id) = read_frame(s, rbuf).await?;
-                    let t1 = Instant::now();
-                    if flags != F_PING || id != seq || !check(&rbuf[HDR..], seq) {
-                        return Err(BenchError::new(format!(
-                            "unix rtt: bad echo for ping {seq}"
-                        )));
-                    }
-                    if budget.record(&mut samples, t0, t1, warm_end, end) {
-                        break;
-                    }
-                }
-                write_control(s, F_END).await?;
-                match read_frame(s, rbuf).await? {
-                    (F_END, _) => Ok(samples),
-                    (f, _) => Err(BenchError::new(format!(
-                        "unix rtt: expected END, got {f:#x}"
-                    ))),
-                }
-            }
-            .await;
+            let r = io.rtt(size, &budget).await;
             (io, r)
         })
     }
@@ -172,37 +208,7 @@ impl Session for UnixSession {
     fn stream(&mut self, size: usize, budget: &Budget) -> BenchResult<StreamOutcome> {
         let budget = *budget;
         self.measure(move |mut io: Io| async move {
-            let r = async {
-                let Io {
-                    s,
-                    wire,
-                    rbuf,
-                    pattern,
-                } = &mut io;
-                write_control(s, F_CMD_STREAM).await?;
-                let deadline = Deadline::new(&budget, size);
-                let start = Instant::now();
-                wire.resize(HDR + size, 0);
-                let mut sent = 0u64;
-                while !deadline.reached(sent) {
-                    sent += 1;
-                    put_header(wire, size, F_DATA, sent);
-                    pattern.fill(&mut wire[HDR..], sent);
-                    s.write_all(wire).await?;
-                }
-                write_control(s, F_END).await?;
-                let (flags, _) = read_frame(s, rbuf).await?;
-                let elapsed = start.elapsed();
-                let tally = Tally::from_bytes(&rbuf[HDR..]).filter(|_| flags == F_SUMMARY);
-                let tally = tally.ok_or_else(|| BenchError::new("unix stream: bad summary"))?;
-                tally.verify(sent, size)?;
-                Ok(StreamOutcome {
-                    msgs: sent,
-                    bytes: tally.bytes,
-                    elapsed,
-                })
-            }
-            .await;
+            let r = io.stream(size, &budget).await;
             (io, r)
         })
     }

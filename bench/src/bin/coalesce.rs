@@ -11,7 +11,7 @@
 //! the median ratio. Defaults: tcp, 4 senders, 64 bytes, 5 rounds of 1500 ms.
 
 use std::time::Duration;
-use transport_bench::senders::{Family, run_codec, run_net};
+use transport_bench::senders::{Family, Load, run_codec, run_net};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -36,8 +36,15 @@ fn main() -> Result<(), BoxError> {
     println!("{kind}: {senders} senders, {size}-byte frames, {rounds} rounds of {run:?} each");
     let mut ratios = Vec::new();
     for r in 0..rounds {
-        let net = || run_net(family, senders, size, run, None).map(|o| o.rate());
-        let codec = || run_codec(family, senders, size, run, None).map(|o| o.rate());
+        let load = Load {
+            family,
+            senders,
+            size,
+            run,
+            cpu: None,
+        };
+        let net = || run_net(&load).map(|o| o.rate());
+        let codec = || run_codec(&load).map(|o| o.rate());
         let (net, codec) = if r % 2 == 0 {
             let n = net()?;
             (n, codec()?)

@@ -6,7 +6,7 @@ use super::peer::PeerId;
 use super::table::Shared;
 use super::table::lock;
 use crate::session::ShmTransport;
-use crate::session::waiter::Spin;
+use crate::session::spin::Spin;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

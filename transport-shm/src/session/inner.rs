@@ -5,8 +5,8 @@
 
 use super::link::Link;
 use super::rx::RxShared;
+use super::spin::SpinHistory;
 use super::tx::TxShared;
-use super::waiter::SpinHistory;
 use crate::core::codec::{
     CONT_BYTES, Descriptor, INLINE_HEAD, INLINE_MAX, InlineUnit, Location, MAX_CONT, SlotRef,
     continuations, header_from_words, inline_small_bytes,

@@ -16,6 +16,7 @@ mod inner;
 mod link;
 mod liveness;
 mod rx;
+pub(crate) mod spin;
 mod tx;
 pub(crate) mod waiter;
 
@@ -152,7 +153,7 @@ impl ShmTransport {
             waiters: AtomicUsize::new(0),
             status: Status::default(),
             spin: p.opts.spin,
-            spin_history: waiter::SpinHistory::default(),
+            spin_history: spin::SpinHistory::default(),
             max_payload,
             inline_max: inline_max(ring_capacity),
             span,

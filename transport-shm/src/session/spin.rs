@@ -1,0 +1,164 @@
+//! The spin part of a wait ([`Spin`]) and what an end remembers of its spins
+//! ([`SpinHistory`]): pure timing policy, no shared memory and no runtime.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The spin part of a wait: how long to retry before parking, and how to behave meanwhile.
+/// The clock is read, and the OS thread yielded (so that a peer sharing this CPU can run),
+/// every `every` tries (32, or 1 in an eager spin, see [`SpinHistory`]); between them the CPU is
+/// told it is spinning.
+pub(crate) struct Spin {
+    start: Instant,
+    limit: Duration,
+    tries: usize,
+    next_check: usize,
+    every: usize,
+    yielded: bool,
+}
+
+impl Spin {
+    /// Starts a spin of at most `limit`.
+    pub(crate) fn new(limit: Duration) -> Spin {
+        Spin::every(limit, 32)
+    }
+
+    fn every(limit: Duration, every: usize) -> Spin {
+        Spin {
+            start: Instant::now(),
+            limit,
+            tries: 0,
+            next_check: every,
+            every,
+            yielded: false,
+        }
+    }
+
+    /// Counts `tries` more attempts that found nothing and pauses before the next; `false` once
+    /// the spin time is over (then the caller parks).
+    #[inline]
+    pub(crate) fn pause(&mut self, tries: usize) -> bool {
+        self.tries += tries;
+        if self.tries >= self.next_check {
+            self.next_check = self.tries + self.every;
+            if self.start.elapsed() >= self.limit {
+                return false;
+            }
+            self.yielded = true;
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        true
+    }
+
+    /// [`Spin::pause`] for one try in a loop whose tries are slow (each one a pass over many
+    /// sessions): the clock is read on every call, before pausing.
+    pub(crate) fn pause_timed(&mut self) -> bool {
+        if self.start.elapsed() >= self.limit {
+            return false;
+        }
+        self.tries += 1;
+        if self.tries % 32 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        true
+    }
+}
+
+/// Whether an end's recent spins succeeded only after yielding the CPU: then the peer most
+/// likely runs on this CPU (both pinned to one, or a machine with one), where a spin can only
+/// succeed once this thread lets the peer run, and pausing before each yield burns the time
+/// slice both need. After [`LATE_TO_EAGER`] such spins in a row, spins are eager: they yield
+/// on every try. Every [`PROBE_EVERY`]th spin stays patient, as a probe: one that succeeds
+/// before its first yield (the peer answered from another CPU) makes them patient again.
+#[derive(Debug, Default)]
+pub(crate) struct SpinHistory {
+    /// Successful spins in a row that had yielded first (saturating at [`LATE_TO_EAGER`]).
+    late: AtomicU32,
+    /// Spins started while eager (wrapping), to space the probes.
+    eager: AtomicU32,
+}
+
+/// See [`SpinHistory`].
+const LATE_TO_EAGER: u32 = 4;
+/// See [`SpinHistory`].
+const PROBE_EVERY: u32 = 64;
+
+impl SpinHistory {
+    /// A spin of at most `limit`, eager or patient as the history says.
+    pub(crate) fn start(&self, limit: Duration) -> Spin {
+        if self.late.load(Ordering::Relaxed) >= LATE_TO_EAGER
+            && self.eager.fetch_add(1, Ordering::Relaxed).wrapping_add(1) % PROBE_EVERY != 0
+        {
+            Spin::every(limit, 1)
+        } else {
+            Spin::new(limit)
+        }
+    }
+
+    /// Records a spin that found what it waited for; one that found it at once tells nothing.
+    pub(crate) fn succeeded(&self, spin: &Spin) {
+        if spin.tries == 0 {
+            return;
+        }
+        let late = self.late.load(Ordering::Relaxed);
+        let next = if spin.yielded {
+            late.saturating_add(1).min(LATE_TO_EAGER)
+        } else {
+            0
+        };
+        if next != late {
+            self.late.store(next, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LATE_TO_EAGER, PROBE_EVERY, Spin, SpinHistory};
+    use std::time::Duration;
+
+    /// One spin from `h`; whether it was eager. With `same_cpu` it succeeds on its first try
+    /// after a yield (a peer that needs this CPU to answer), else on its first try.
+    fn spin_once(h: &SpinHistory, same_cpu: bool) -> bool {
+        let mut s = h.start(Duration::from_secs(60));
+        let eager = s.every == 1;
+        loop {
+            assert!(s.pause(1));
+            if s.yielded || !same_cpu {
+                break;
+            }
+        }
+        h.succeeded(&s);
+        eager
+    }
+
+    #[test]
+    fn spins_turn_eager_when_the_peer_shares_the_cpu_and_patient_when_it_does_not() {
+        // A patient spin yields on its 32nd try, not before.
+        let mut s = Spin::new(Duration::from_secs(60));
+        (0..31).for_each(|_| assert!(s.pause(1)));
+        assert!(!s.yielded);
+        assert!(s.pause(1) && s.yielded);
+        let h = SpinHistory::default();
+        // Successes found at once say nothing; quick ones keep spins patient.
+        let s = h.start(Duration::from_secs(60));
+        h.succeeded(&s);
+        assert!((0..10).all(|_| !spin_once(&h, false)));
+        // Late successes in a row make spins eager.
+        assert!((0..LATE_TO_EAGER).all(|_| !spin_once(&h, true)));
+        let eager: Vec<bool> = (0..2 * PROBE_EVERY).map(|_| spin_once(&h, true)).collect();
+        // Every PROBE_EVERY-th is a patient probe; succeeding late, it leaves them eager.
+        let n = PROBE_EVERY as usize;
+        let patient: Vec<usize> = (0..eager.len()).filter(|&i| !eager[i]).collect();
+        assert_eq!(patient, [n - 1, 2 * n - 1]);
+        // The peer answers from another CPU: eager spins (yielding at once) still succeed
+        // late, until the next probe succeeds before its yield.
+        let eager: Vec<bool> = (0..2 * PROBE_EVERY).map(|_| spin_once(&h, false)).collect();
+        assert_eq!(eager.iter().filter(|&&e| e).count(), n - 1);
+        assert!(eager[..n - 1].iter().all(|&e| e) && eager[n - 1..].iter().all(|&e| !e));
+    }
+}
