@@ -19,8 +19,10 @@ use transport_api::{
 ///
 /// Sends are queued whole, in the order they commit, and written by whoever holds the
 /// socket's write side, so a dropped `send` never leaves part of a frame on the wire. Sends that
-/// commit together share a write: the first one writes after the tasks ready to run committed
-/// theirs (the session's writer task writes what a full socket left). A `send` future kept
+/// commit together share a write: while other sends are in progress (and, as a probe, once
+/// every 32 writes of a task sending alone), the first one writes after the tasks ready to run
+/// committed theirs; otherwise it writes at once (the session's writer task writes what a full
+/// socket left). A `send` future kept
 /// without being polled after its first poll may therefore hold back frames other tasks sent at
 /// that moment, until it is polled or dropped, or at most until the session's next keep-alive
 /// (a quarter of the peer's `keepalive_ms`). Received frames are taken in arrival order by any
