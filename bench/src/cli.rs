@@ -26,7 +26,9 @@ options:
                        spin) with its median: robust against the machine changing speed
   -h, --help           print this help
 
-rows: spin (shared-memory spin lower bound), eventfd (kernel wake), unix (tokio UnixStream),
+rows: spin (shared-memory spin lower bound), eventfd (kernel wake), eventfd-rt, eventfd-rt-mt
+      (the eventfd ping-pong through tokio's AsyncFd, current-thread / multi-thread runtimes),
+      unix (tokio UnixStream),
       unix-mt (as unix, multi-thread runtimes), unix-t (the Transport trait over a Unix
       socket), mem (transport-mem, two threads), shm (transport-shm, two processes),
       shm-park, shm-park-mt (no spin: always parked; current-thread / multi-thread runtimes),

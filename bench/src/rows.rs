@@ -87,6 +87,40 @@ pub const ROWS: &[Row] = &[
         costs: &[],
     },
     Row {
+        name: "eventfd-rt",
+        about: "eventfd ping-pong through tokio AsyncFd, current-thread runtimes, two processes",
+        rtt_sizes: &[8],
+        stream_sizes: &[],
+        gaps: true,
+        peer: None,
+        start: |p| {
+            Ok(Box::new(eventfd::EventfdSession::start_as(
+                p,
+                "eventfd-rt",
+                Some(CT),
+            )?))
+        },
+        child: Some(|a| eventfd::child_on(a, CT)),
+        costs: &[],
+    },
+    Row {
+        name: "eventfd-rt-mt",
+        about: "eventfd ping-pong through tokio AsyncFd, multi-thread runtimes, two processes",
+        rtt_sizes: &[8],
+        stream_sizes: &[],
+        gaps: true,
+        peer: None,
+        start: |p| {
+            Ok(Box::new(eventfd::EventfdSession::start_as(
+                p,
+                "eventfd-rt-mt",
+                Some(MT),
+            )?))
+        },
+        child: Some(|a| eventfd::child_on(a, MT)),
+        costs: &[],
+    },
+    Row {
         name: "unix",
         about: "tokio UnixStream, length-prefixed frames, two processes",
         rtt_sizes: &SIZES,

@@ -1,5 +1,5 @@
-//! The only `unsafe` code of the benchmark: a shared memory mapping (memfd) and adopting file
-//! descriptors inherited from the parent.
+//! The only `unsafe` code of the benchmark: a shared memory mapping (memfd), adopting file
+//! descriptors inherited from the parent, and registering a descriptor with tokio's reactor.
 //!
 //! [`SharedRegion`] offers safe, bounds-checked accessors (atomic words, byte copies, a
 //! checksum) over a mapping shared with the peer process, which runs this same binary. Plain
@@ -136,4 +136,14 @@ pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: the descriptor is open (probed above) and was created by the parent for this
     // child alone; nothing else in this process owns it, and the child adopts each number once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Registers an owned descriptor with the current tokio runtime's reactor for readability
+/// (must be called inside a runtime).
+pub fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is an open descriptor nobody else can close; the `AsyncFd` owns it
+    // from here on, so it stays open and names the same file description, and `as_raw_fd`
+    // returns that same number, for the `AsyncFd`'s whole life.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }

@@ -137,6 +137,20 @@ const TARGETS: &[Target] = &[
         1.1,
     ),
     target(
+        "rtt 8 B, always parked: shm-park / eventfd-rt (tokio)",
+        ("shm-park", "eventfd-rt"),
+        Mode::Rtt,
+        8,
+        1.1,
+    ),
+    target(
+        "rtt 8 B, always parked, mt: shm-park-mt / eventfd-rt-mt",
+        ("shm-park-mt", "eventfd-rt-mt"),
+        Mode::Rtt,
+        8,
+        1.1,
+    ),
+    target(
         "rtt 8 B, always parked: shm-park / unix",
         ("shm-park", "unix"),
         Mode::Rtt,
