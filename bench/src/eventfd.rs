@@ -106,7 +106,13 @@ async fn take_async(fd: &AsyncFd<OwnedFd>) -> BenchResult<u64> {
             Ok((n, u64::from_ne_bytes(b)))
         });
         match read {
-            Ok(Ok((8, v))) => return Ok(v),
+            Ok(Ok((8, v))) => {
+                // The read emptied the counter: nothing is left to read until the next write,
+                // which raises a new readiness edge. Clearing spares the next wait a read that
+                // would fail with `WouldBlock` (transport-shm does not read at all).
+                g.clear_ready();
+                return Ok(v);
+            }
             Ok(Ok((n, _))) => {
                 return Err(BenchError::new(format!("eventfd read returned {n} bytes")));
             }

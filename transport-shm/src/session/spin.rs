@@ -15,7 +15,14 @@ pub(crate) struct Spin {
     next_check: usize,
     every: usize,
     yielded: bool,
+    /// A yield of this spin returned only after [`SWITCHED`]: another thread had this CPU.
+    switched: bool,
 }
+
+/// A yield that returns after this long gave the CPU to another thread: a `sched_yield` that
+/// finds nothing else to run returns in well under a microsecond, while a switch to another
+/// thread and back costs two context switches and that thread's work.
+const SWITCHED: Duration = Duration::from_micros(2);
 
 impl Spin {
     /// Starts a spin of at most `limit`.
@@ -31,6 +38,7 @@ impl Spin {
             next_check: every,
             every,
             yielded: false,
+            switched: false,
         }
     }
 
@@ -41,11 +49,15 @@ impl Spin {
         self.tries += tries;
         if self.tries >= self.next_check {
             self.next_check = self.tries + self.every;
-            if self.start.elapsed() >= self.limit {
+            let now = Instant::now();
+            if now.duration_since(self.start) >= self.limit {
                 return false;
             }
             self.yielded = true;
             std::thread::yield_now();
+            if now.elapsed() >= SWITCHED {
+                self.switched = true;
+            }
         } else {
             std::hint::spin_loop();
         }
@@ -68,15 +80,18 @@ impl Spin {
     }
 }
 
-/// Whether an end's recent spins succeeded only after yielding the CPU: then the peer most
-/// likely runs on this CPU (both pinned to one, or a machine with one), where a spin can only
-/// succeed once this thread lets the peer run, and pausing before each yield burns the time
-/// slice both need. After [`LATE_TO_EAGER`] such spins in a row, spins are eager: they yield
-/// on every try. Every [`PROBE_EVERY`]th spin stays patient, as a probe: one that succeeds
-/// before its first yield (the peer answered from another CPU) makes them patient again.
+/// Whether an end's recent spins succeeded only after giving the CPU to another thread: then
+/// the peer most likely runs on this CPU (both pinned to one, or a machine with one), where a
+/// spin can only succeed once this thread lets the peer run, and pausing before each yield
+/// burns the time slice both need. After [`LATE_TO_EAGER`] such spins in a row, spins are
+/// eager: they yield on every try. Every [`PROBE_EVERY`]th spin stays patient, as a probe. A spin
+/// that succeeds without having given the CPU away (the peer answered from another CPU, however
+/// late) makes them patient again. Whether a yield gave the CPU away is read from its duration
+/// ([`SWITCHED`]).
 #[derive(Debug, Default)]
 pub(crate) struct SpinHistory {
-    /// Successful spins in a row that had yielded first (saturating at [`LATE_TO_EAGER`]).
+    /// Successful spins in a row that had given the CPU away first (saturating at
+    /// [`LATE_TO_EAGER`]).
     late: AtomicU32,
     /// Spins started while eager (wrapping), to space the probes.
     eager: AtomicU32,
@@ -105,7 +120,7 @@ impl SpinHistory {
             return;
         }
         let late = self.late.load(Ordering::Relaxed);
-        let next = if spin.yielded {
+        let next = if spin.switched {
             late.saturating_add(1).min(LATE_TO_EAGER)
         } else {
             0
@@ -121,44 +136,62 @@ mod tests {
     use super::{LATE_TO_EAGER, PROBE_EVERY, Spin, SpinHistory};
     use std::time::Duration;
 
-    /// One spin from `h`; whether it was eager. With `same_cpu` it succeeds on its first try
-    /// after a yield (a peer that needs this CPU to answer), else on its first try.
-    fn spin_once(h: &SpinHistory, same_cpu: bool) -> bool {
+    /// How the awaited frame arrives in a simulated spin.
+    #[derive(Clone, Copy)]
+    enum Peer {
+        /// Before this spin's first yield (from another CPU).
+        Quick,
+        /// Right after this spin's first yield, which gave the CPU to the peer (a real switch
+        /// is set by `pause` from the yield's duration; here it is simulated).
+        SameCpu,
+        /// After this spin's first yield, which returned at once (a slow peer elsewhere).
+        SlowElsewhere,
+    }
+
+    /// One spin from `h` answered as `peer` says; whether it was eager.
+    fn spin_once(h: &SpinHistory, peer: Peer) -> bool {
         let mut s = h.start(Duration::from_secs(60));
         let eager = s.every == 1;
         loop {
             assert!(s.pause(1));
-            if s.yielded || !same_cpu {
+            if s.yielded || matches!(peer, Peer::Quick) {
                 break;
             }
+        }
+        match peer {
+            Peer::SameCpu => s.switched = true,
+            _ => s.switched = false,
         }
         h.succeeded(&s);
         eager
     }
 
     #[test]
-    fn spins_turn_eager_when_the_peer_shares_the_cpu_and_patient_when_it_does_not() {
+    fn spins_turn_eager_when_the_peer_needs_this_cpu_and_patient_when_it_does_not() {
         // A patient spin yields on its 32nd try, not before.
         let mut s = Spin::new(Duration::from_secs(60));
         (0..31).for_each(|_| assert!(s.pause(1)));
         assert!(!s.yielded);
         assert!(s.pause(1) && s.yielded);
         let h = SpinHistory::default();
-        // Successes found at once say nothing; quick ones keep spins patient.
-        let s = h.start(Duration::from_secs(60));
-        h.succeeded(&s);
-        assert!((0..10).all(|_| !spin_once(&h, false)));
-        // Late successes in a row make spins eager.
-        assert!((0..LATE_TO_EAGER).all(|_| !spin_once(&h, true)));
-        let eager: Vec<bool> = (0..2 * PROBE_EVERY).map(|_| spin_once(&h, true)).collect();
-        // Every PROBE_EVERY-th is a patient probe; succeeding late, it leaves them eager.
+        // Quick answers, and slow ones from another CPU, keep spins patient.
+        for _ in 0..10 {
+            assert!(!spin_once(&h, Peer::Quick));
+            assert!(!spin_once(&h, Peer::SlowElsewhere));
+        }
+        // Answers that needed this CPU, in a row, make spins eager; a spin that found its
+        // frame at once (no try) does not break the row.
+        assert!((0..LATE_TO_EAGER - 1).all(|_| !spin_once(&h, Peer::SameCpu)));
+        let at_once = h.start(Duration::from_secs(60));
+        h.succeeded(&at_once);
+        assert!(!spin_once(&h, Peer::SameCpu));
         let n = PROBE_EVERY as usize;
+        let eager: Vec<bool> = (0..2 * n).map(|_| spin_once(&h, Peer::SameCpu)).collect();
+        // Every PROBE_EVERY-th is a patient probe; needing this CPU too, it leaves them eager.
         let patient: Vec<usize> = (0..eager.len()).filter(|&i| !eager[i]).collect();
         assert_eq!(patient, [n - 1, 2 * n - 1]);
-        // The peer answers from another CPU: eager spins (yielding at once) still succeed
-        // late, until the next probe succeeds before its yield.
-        let eager: Vec<bool> = (0..2 * PROBE_EVERY).map(|_| spin_once(&h, false)).collect();
-        assert_eq!(eager.iter().filter(|&&e| e).count(), n - 1);
-        assert!(eager[..n - 1].iter().all(|&e| e) && eager[n - 1..].iter().all(|&e| !e));
+        // The peer answers from another CPU, however late: patient again at once.
+        assert!(spin_once(&h, Peer::SlowElsewhere));
+        assert!((0..2 * n).all(|_| !spin_once(&h, Peer::SlowElsewhere)));
     }
 }
