@@ -5,7 +5,8 @@
 //! Baselines `eventfd-rt` and `eventfd-rt-mt`: the same ping-pong written as a tokio user
 //! writes it, on a current-thread / multi-thread runtime: non-blocking eventfds in `AsyncFd`,
 //! each side writing the other's and awaiting its own readiness, then reading it (the
-//! measurement runs where [`cross::drive`] runs every row's).
+//! measurement runs where [`cross::drive`] runs every row's). The blocking row runs the same
+//! loop inside a current-thread runtime's `block_on`, where it never waits on the runtime.
 
 use super::cli::ChildArgs;
 use super::cross::{self, Flavor, runtime_of};
@@ -29,28 +30,65 @@ fn post(fd: impl AsFd, v: u64) -> BenchResult<()> {
     Ok(())
 }
 
-fn take(fd: impl AsFd) -> BenchResult<u64> {
+/// Reads the count of `fd` (an error of kind `WouldBlock` when a non-blocking one is at zero).
+fn read_count(fd: impl AsFd) -> std::io::Result<u64> {
     let mut b = [0u8; 8];
-    let n = rustix::io::read(fd, &mut b)?;
+    let n = rustix::io::read(fd, &mut b).map_err(std::io::Error::from)?;
     if n != 8 {
-        return Err(BenchError::new(format!("eventfd read returned {n} bytes")));
+        return Err(std::io::Error::other(format!(
+            "eventfd read returned {n} bytes"
+        )));
     }
     Ok(u64::from_ne_bytes(b))
+}
+
+/// Where one side waits for the other's posts.
+#[derive(Clone)]
+enum Inbox {
+    /// A blocking read (the `eventfd` row).
+    Blocking(Arc<OwnedFd>),
+    /// Through the reactor of the runtime it was registered with (`eventfd-rt` rows).
+    Reactor(Arc<AsyncFd<OwnedFd>>),
+}
+
+impl Inbox {
+    /// Wraps `fd` for rows of `flavor` (`None`: blocking); inside that runtime for a flavour.
+    fn new(fd: OwnedFd, flavor: Option<Flavor>) -> BenchResult<Inbox> {
+        Ok(match flavor {
+            None => Inbox::Blocking(Arc::new(fd)),
+            Some(_) => Inbox::Reactor(Arc::new(async_readable(fd)?)),
+        })
+    }
+
+    /// Waits until the other side posted, and takes the count.
+    async fn take(&self) -> BenchResult<u64> {
+        let fd = match self {
+            Inbox::Blocking(fd) => return Ok(read_count(&**fd)?),
+            Inbox::Reactor(fd) => fd,
+        };
+        loop {
+            let mut g = fd.readable().await?;
+            match g.try_io(|fd| read_count(fd.get_ref())) {
+                Ok(r) => {
+                    // The read emptied the counter: nothing is left until the next write,
+                    // which raises a new readiness edge. Clearing spares the next wait a read
+                    // that would fail with `WouldBlock` (transport-shm does not read at all).
+                    g.clear_ready();
+                    return Ok(r?);
+                }
+                // Would block: the readiness is cleared; wait again.
+                Err(_) => continue,
+            }
+        }
+    }
 }
 
 /// Parent side of the `eventfd` rows.
 pub struct EventfdSession {
     to_child: Arc<OwnedFd>,
-    to_parent: Answers,
+    inbox: Inbox,
+    rt: tokio::runtime::Runtime,
     child: Option<ChildProc>,
-}
-
-/// Where the parent waits for the child's answers.
-enum Answers {
-    /// In a blocking read.
-    Blocking(OwnedFd),
-    /// Through the reactor of a runtime (`eventfd-rt` rows).
-    Runtime(tokio::runtime::Runtime, Arc<AsyncFd<OwnedFd>>),
 }
 
 impl EventfdSession {
@@ -77,96 +115,43 @@ impl EventfdSession {
         let to_parent = eventfd(0, flags)?;
         let fds = [to_child.as_raw_fd(), to_parent.as_raw_fd()];
         let child = ChildProc::spawn(place, name, &fds, None)?;
-        let to_parent = match flavor {
-            None => Answers::Blocking(to_parent),
-            Some(f) => {
-                let rt = runtime_of(f)?;
-                let fd = {
-                    let _in = rt.enter();
-                    async_readable(to_parent)?
-                };
-                Answers::Runtime(rt, Arc::new(fd))
-            }
+        let rt = runtime_of(flavor.unwrap_or(Flavor::CurrentThread))?;
+        let inbox = {
+            let _in = rt.enter();
+            Inbox::new(to_parent, flavor)?
         };
         Ok(EventfdSession {
             to_child: Arc::new(to_child),
-            to_parent,
+            inbox,
+            rt,
             child: Some(child),
         })
     }
 }
 
-/// Waits, through the runtime, until `fd` (non-blocking) holds a count, and takes it.
-async fn take_async(fd: &AsyncFd<OwnedFd>) -> BenchResult<u64> {
-    loop {
-        let mut g = fd.readable().await?;
-        let read = g.try_io(|fd| {
-            let mut b = [0u8; 8];
-            let n = rustix::io::read(fd.get_ref(), &mut b).map_err(std::io::Error::from)?;
-            Ok((n, u64::from_ne_bytes(b)))
-        });
-        match read {
-            Ok(Ok((8, v))) => {
-                // The read emptied the counter: nothing is left to read until the next write,
-                // which raises a new readiness edge. Clearing spares the next wait a read that
-                // would fail with `WouldBlock` (transport-shm does not read at all).
-                g.clear_ready();
-                return Ok(v);
-            }
-            Ok(Ok((n, _))) => {
-                return Err(BenchError::new(format!("eventfd read returned {n} bytes")));
-            }
-            Ok(Err(e)) => return Err(e.into()),
-            // Would block: the readiness is cleared; wait again.
-            Err(_) => continue,
-        }
-    }
-}
-
 impl Session for EventfdSession {
     fn rtt(&mut self, _size: usize, budget: &Budget) -> BenchResult<Vec<u64>> {
-        let rx = match &self.to_parent {
-            Answers::Blocking(fd) => fd,
-            Answers::Runtime(rt, rx) => {
-                let (tx, rx, budget) = (self.to_child.clone(), rx.clone(), *budget);
-                return cross::drive(rt, async move {
-                    let warm_end = Instant::now() + budget.warmup;
-                    let end = warm_end + budget.measure;
-                    let mut samples = Vec::with_capacity(4096);
-                    loop {
-                        budget.idle();
-                        let t0 = Instant::now();
-                        post(&*tx, 1)?;
-                        let v = take_async(&rx).await?;
-                        let t1 = Instant::now();
-                        if v != 1 {
-                            return Err(BenchError::new(format!("eventfd: peer posted {v}")));
-                        }
-                        if budget.record(&mut samples, t0, t1, warm_end, end) {
-                            return Ok(samples);
-                        }
-                    }
-                })?;
+        let (tx, rx, budget) = (self.to_child.clone(), self.inbox.clone(), *budget);
+        cross::drive(&self.rt, async move {
+            let warm_end = Instant::now() + budget.warmup;
+            let end = warm_end + budget.measure;
+            let mut samples = Vec::with_capacity(4096);
+            loop {
+                budget.idle();
+                let t0 = Instant::now();
+                post(&*tx, 1)?;
+                let v = rx.take().await?;
+                let t1 = Instant::now();
+                if v != 1 {
+                    return Err(BenchError::new(format!(
+                        "eventfd: peer posted {v}, expected 1"
+                    )));
+                }
+                if budget.record(&mut samples, t0, t1, warm_end, end) {
+                    return Ok(samples);
+                }
             }
-        };
-        let warm_end = Instant::now() + budget.warmup;
-        let end = warm_end + budget.measure;
-        let mut samples = Vec::with_capacity(4096);
-        loop {
-            budget.idle();
-            let t0 = Instant::now();
-            post(&*self.to_child, 1)?;
-            let v = take(rx)?;
-            let t1 = Instant::now();
-            if v != 1 {
-                return Err(BenchError::new(format!(
-                    "eventfd: peer posted {v}, expected 1"
-                )));
-            }
-            if budget.record(&mut samples, t0, t1, warm_end, end) {
-                return Ok(samples);
-            }
-        }
+        })?
     }
 
     fn stream(&mut self, _size: usize, _budget: &Budget) -> BenchResult<StreamOutcome> {
@@ -184,36 +169,25 @@ impl Session for EventfdSession {
 
 /// Peer side of the blocking row: answers each ping until told to quit.
 pub fn child(args: &ChildArgs) -> BenchResult<()> {
-    let (rx, tx) = inherited(args)?;
-    loop {
-        let v = take(&rx)?;
-        if v >= QUIT {
-            return Ok(());
-        }
-        post(&tx, v)?;
-    }
+    child_on(args, None)
 }
 
-/// Peer side of an `eventfd-rt` row: as [`child`], waiting through a runtime of `flavor`.
-pub fn child_on(args: &ChildArgs, flavor: Flavor) -> BenchResult<()> {
-    let (rx, tx) = inherited(args)?;
-    let rt = runtime_of(flavor)?;
+/// Peer side of a row of `flavor` (`None`: blocking): as [`child`], waiting through a runtime of
+/// that flavour.
+pub fn child_on(args: &ChildArgs, flavor: Option<Flavor>) -> BenchResult<()> {
+    let [rx, tx] = args.fds[..] else {
+        return Err(BenchError::new("eventfd child needs two --fd"));
+    };
+    let (rx, tx) = (take_inherited_fd(rx)?, take_inherited_fd(tx)?);
+    let rt = runtime_of(flavor.unwrap_or(Flavor::CurrentThread))?;
     cross::drive(&rt, async move {
-        let rx = async_readable(rx)?;
+        let rx = Inbox::new(rx, flavor)?;
         loop {
-            let v = take_async(&rx).await?;
+            let v = rx.take().await?;
             if v >= QUIT {
                 return Ok(());
             }
             post(&tx, v)?;
         }
     })?
-}
-
-/// The two eventfds the parent passed down: (its pings, our answers).
-fn inherited(args: &ChildArgs) -> BenchResult<(OwnedFd, OwnedFd)> {
-    let [rx, tx] = args.fds[..] else {
-        return Err(BenchError::new("eventfd child needs two --fd"));
-    };
-    Ok((take_inherited_fd(rx)?, take_inherited_fd(tx)?))
 }

@@ -86,40 +86,16 @@ pub const ROWS: &[Row] = &[
         child: Some(eventfd::child),
         costs: &[],
     },
-    Row {
-        name: "eventfd-rt",
-        about: "eventfd ping-pong through tokio AsyncFd, current-thread runtimes, two processes",
-        rtt_sizes: &[8],
-        stream_sizes: &[],
-        gaps: true,
-        peer: None,
-        start: |p| {
-            Ok(Box::new(eventfd::EventfdSession::start_as(
-                p,
-                "eventfd-rt",
-                Some(CT),
-            )?))
-        },
-        child: Some(|a| eventfd::child_on(a, CT)),
-        costs: &[],
-    },
-    Row {
-        name: "eventfd-rt-mt",
-        about: "eventfd ping-pong through tokio AsyncFd, multi-thread runtimes, two processes",
-        rtt_sizes: &[8],
-        stream_sizes: &[],
-        gaps: true,
-        peer: None,
-        start: |p| {
-            Ok(Box::new(eventfd::EventfdSession::start_as(
-                p,
-                "eventfd-rt-mt",
-                Some(MT),
-            )?))
-        },
-        child: Some(|a| eventfd::child_on(a, MT)),
-        costs: &[],
-    },
+    eventfd_rt(
+        "eventfd-rt",
+        "eventfd ping-pong through tokio AsyncFd, current-thread runtimes, two processes",
+        CT,
+    ),
+    eventfd_rt(
+        "eventfd-rt-mt",
+        "eventfd ping-pong through tokio AsyncFd, multi-thread runtimes, two processes",
+        MT,
+    ),
     Row {
         name: "unix",
         about: "tokio UnixStream, length-prefixed frames, two processes",
@@ -561,6 +537,33 @@ const fn many_senders(
             },
         },
         child: None,
+        costs: &[],
+    }
+}
+
+/// A row of the eventfd ping-pong through tokio on runtimes of `flavor`.
+const fn eventfd_rt(name: &'static str, about: &'static str, flavor: Flavor) -> Row {
+    Row {
+        name,
+        about,
+        rtt_sizes: &[8],
+        stream_sizes: &[],
+        gaps: true,
+        peer: None,
+        start: match flavor {
+            CT => |p| {
+                let s = eventfd::EventfdSession::start_as(p, "eventfd-rt", Some(CT))?;
+                Ok(Box::new(s))
+            },
+            MT => |p| {
+                let s = eventfd::EventfdSession::start_as(p, "eventfd-rt-mt", Some(MT))?;
+                Ok(Box::new(s))
+            },
+        },
+        child: match flavor {
+            CT => Some(|a| eventfd::child_on(a, Some(CT))),
+            MT => Some(|a| eventfd::child_on(a, Some(MT))),
+        },
         costs: &[],
     }
 }
