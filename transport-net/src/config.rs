@@ -2,6 +2,7 @@
 
 use crate::wire::{self, Hello};
 use std::time::Duration;
+use transport_access::AccessPolicy;
 use transport_api::{Result, TransportConfig, TransportError};
 
 /// Options of one `tcp://` or `unix://` endpoint. Each side announces its own in the hello;
@@ -33,6 +34,11 @@ pub struct NetConfig {
     /// Longest wait for the peer's hello, and for a TCP connection to be established
     /// (`handshake_ms`, 1..=600000; default 10 s).
     pub handshake_timeout: Duration,
+    /// Who may connect to a `unix://` listener, and its socket file's mode (options
+    /// `allow_uids`, `allow_gids`, `mode`, `allow_shared_dir` of `unix://` URLs). By default only
+    /// the listener's own effective uid, with a `0600` socket file in a directory not writable by
+    /// every user. `tcp://` has no such check: see the README's security section.
+    pub access: AccessPolicy,
 }
 
 impl Default for NetConfig {
@@ -42,21 +48,36 @@ impl Default for NetConfig {
             window: 8 << 20,
             keepalive: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            access: AccessPolicy::default(),
         }
     }
 }
 
 impl NetConfig {
-    /// The option names `tcp://` and `unix://` configurations accept.
+    /// The option names `tcp://` and `unix://` configurations accept (`unix://` also those of
+    /// [`AccessPolicy::OPTIONS`]).
     pub const OPTIONS: &'static [&'static str] =
         &["max_payload", "window", "keepalive_ms", "handshake_ms"];
 
     /// Reads the options above; every number must lie in its range, unknown options and an
     /// empty address are `Config` errors that name them.
     pub fn from_config(cfg: &TransportConfig) -> Result<NetConfig> {
-        cfg.check_known(Self::OPTIONS)?;
+        let unix = cfg.backend == "unix";
+        if unix {
+            let known: Vec<&str> = Self::OPTIONS
+                .iter()
+                .chain(AccessPolicy::OPTIONS)
+                .copied()
+                .collect();
+            cfg.check_known(&known)?;
+        } else {
+            cfg.check_known(Self::OPTIONS)?;
+        }
         cfg.require_address()?;
         let mut c = NetConfig::default();
+        if unix {
+            c.access = AccessPolicy::from_config(cfg)?;
+        }
         if let Some(v) = cfg.get_in::<u32>("max_payload", 1..=wire::MAX_PAYLOAD_LIMIT)? {
             c.max_payload = v as usize;
         }

@@ -5,6 +5,12 @@
 //! (between processes of one machine, no shared memory). Both are registered in the `transport`
 //! facade's registry as [`TcpFactory`] and [`UnixFactory`].
 //!
+//! A `unix://` listener admits only processes its [`NetConfig::access`] policy allows (by
+//! default its own effective uid, read with `SO_PEERCRED` before any byte is exchanged), and
+//! creates its socket file with that policy's mode (`0600` by default); the rules are those of
+//! the `shm` backend (crate `transport-access`). `tcp://` has no such check and encrypts
+//! nothing.
+//!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use transport_api::{Frame, Transport, TransportError};

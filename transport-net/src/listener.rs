@@ -5,9 +5,10 @@ use crate::NetConfig;
 use crate::session::NetTransport;
 use crate::sock::Sock;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use transport_access::PeerCredentials;
 use transport_api::{Result, TransportError};
 
 /// An `Io` error whose message names what was being done and where.
@@ -171,6 +172,7 @@ impl NetListener {
         config.hello()?;
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
+        config.access.check_dir("unix", &path)?;
         let listener = match UnixListener::bind(&path) {
             Ok(l) => l,
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
@@ -180,6 +182,10 @@ impl NetListener {
             }
             Err(e) => return Err(named(e, format!("listening on unix://{shown}"))),
         };
+        // Defence in depth: who may connect is decided by the credential check in `accept`.
+        let mode = std::fs::Permissions::from_mode(config.access.socket_mode());
+        std::fs::set_permissions(&path, mode)
+            .map_err(|e| named(e, format!("setting the mode of unix://{shown}")))?;
         let meta = std::fs::symlink_metadata(&path)
             .map_err(|e| named(e, format!("inspecting unix://{shown}")))?;
         Ok(NetListener {
@@ -232,10 +238,33 @@ impl NetListener {
                 },
                 sock = self.accept_socket() => {
                     let (sock, backend, config) = (sock?, self.backend(), self.config.clone());
+                    if !self.admits(&sock) {
+                        continue;
+                    }
                     handshakes.spawn(async move {
                         NetTransport::start(sock, backend, &config, "accept").await
                     });
                 }
+            }
+        }
+    }
+
+    /// Whether the connecting process may have a session: over a Unix socket, its
+    /// credentials (`SO_PEERCRED`) must pass the configuration's [`AccessPolicy`]
+    /// (transport_access); a refused peer's connection is closed before any byte is sent.
+    fn admits(&self, sock: &Sock) -> bool {
+        let Sock::Unix(s) = sock else {
+            return true;
+        };
+        match PeerCredentials::of(s) {
+            Ok(c) if self.config.access.admits(&c) => true,
+            Ok(c) => {
+                tracing::warn!(listener = %self.local_address(), peer = %c, "refused a peer the access policy does not admit");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(listener = %self.local_address(), error = %e, "refused a peer whose credentials could not be read");
+                false
             }
         }
     }
@@ -259,19 +288,16 @@ fn reclaim(path: &Path) -> Result<()> {
             format!("unix://{shown}: the path exists and is not a socket; it is left alone"),
         )));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(TransportError::Io(io::Error::new(
+    if !transport_access::is_stale_socket(path) {
+        return Err(TransportError::Io(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("unix://{shown} is in use by a live listener"),
-        ))),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            std::fs::remove_file(path)
-                .map_err(|e| named(e, format!("removing the stale socket unix://{shown}")))?;
-            tracing::info!(path = %shown, "reclaimed a stale socket file");
-            Ok(())
-        }
-        Err(e) => Err(named(e, format!("probing unix://{shown}"))),
+        )));
     }
+    std::fs::remove_file(path)
+        .map_err(|e| named(e, format!("removing the stale socket unix://{shown}")))?;
+    tracing::info!(path = %shown, "reclaimed a stale socket file");
+    Ok(())
 }
 
 impl Drop for NetListener {

@@ -1,9 +1,9 @@
 //! The parameters a listener chooses for its sessions.
 
-use super::access::AccessPolicy;
 use crate::core::layout::Geometry;
 use crate::session::SessionOptions;
 use std::time::Duration;
+use transport_access::AccessPolicy;
 
 /// Session parameters. The listener chooses the geometry (the connector adopts what the
 /// segment says); each side uses its own `spin` and `handshake_timeout`; `access` is the

@@ -1,6 +1,5 @@
 //! A listener at a Unix socket path, connecting to it, and a pair in one process.
 
-use super::access::PeerCredentials;
 use super::config::ShmConfig;
 use super::handshake::{io, join_handshake, refuse, serve_handshake};
 use crate::session::ShmTransport;
@@ -8,6 +7,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
+use transport_access::PeerCredentials;
 use transport_api::{Refusal, Result, TransportError};
 
 /// Listens for peers at a Unix socket path; each accepted peer gets its own segment.

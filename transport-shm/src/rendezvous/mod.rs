@@ -7,19 +7,18 @@
 //! * [`listener`]: [`ShmListener`] at a Unix socket path, [`connect`], and [`pair`] in one
 //!   process;
 //! * [`inherit`]: [`spawn_peer`] and [`from_inherited`], a child that inherits a ready socket;
-//! * [`access`]: who may connect ([`AccessPolicy`], from `SO_PEERCRED`) and how the socket
-//!   file is created.
+//! * who may connect ([`AccessPolicy`], from `SO_PEERCRED`) and how the socket file is
+//!   created: crate `transport-access`, shared with `unix://`.
 //!
 //! Configuration parsing (`shm://PATH?ring=…`) is in `crate::factory`.
 
-mod access;
 mod config;
 mod handshake;
 mod inherit;
 mod listener;
 
-pub use access::{AccessPolicy, PeerCheck, PeerCredentials};
 pub use config::ShmConfig;
 pub(crate) use handshake::{refuse, serve_segment};
 pub use inherit::{INHERIT_ENV, from_inherited, spawn_peer};
 pub use listener::{ShmListener, connect, connect_config, connect_with, pair};
+pub use transport_access::{AccessPolicy, PeerCheck, PeerCredentials};

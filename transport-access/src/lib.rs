@@ -1,4 +1,5 @@
-//! Who may attach to a listener, and how its socket file is created.
+//! Who may connect to a listener's Unix socket, and how its socket file is created: the access
+//! rules shared by the `shm`/`hub` backends (transport-shm) and `unix://` (transport-net).
 //!
 //! A listener's Unix socket is the only way into its sessions, so it is the access boundary:
 //! - the socket file is created with mode `0600` by default (only the owner can connect), and
@@ -66,7 +67,7 @@ pub type PeerCheck = Arc<dyn Fn(&PeerCredentials) -> bool + Send + Sync>;
 /// # Examples
 ///
 /// ```
-/// use transport_shm::AccessPolicy;
+/// use transport_access::AccessPolicy;
 /// use transport_api::TransportConfig;
 ///
 /// let cfg: TransportConfig = "hub:///run/app/host.sock?allow_gids=1200&mode=0660".parse().unwrap();
@@ -216,7 +217,7 @@ impl AccessPolicy {
 
     /// Binds a listening socket at `path` under this policy: the directory is checked, a stale
     /// socket file that nobody listens on is replaced (a live one never is), and the file gets
-    /// the policy's mode. `who` names the backend in errors (`"shm"`, `"hub"`).
+    /// the policy's mode. `who` names the backend in errors (`"shm"`, `"hub"`, `"unix"`).
     pub fn bind(&self, who: &str, path: &Path) -> Result<UnixListener> {
         self.check_dir(who, path)?;
         let io_err = |e: std::io::Error, what: &str| {
@@ -239,8 +240,9 @@ impl AccessPolicy {
     }
 
     /// Refuses a socket directory that any user can write to without the sticky bit, unless
-    /// the policy allows it.
-    fn check_dir(&self, who: &str, path: &Path) -> Result<()> {
+    /// the policy allows it (a `Config` error naming the directory and its mode).
+    /// [`bind`](Self::bind) checks it; a listener that binds by its own means calls it first.
+    pub fn check_dir(&self, who: &str, path: &Path) -> Result<()> {
         if self.allow_shared_dir {
             return Ok(());
         }
@@ -284,7 +286,7 @@ fn parse_ids(cfg: &TransportConfig, key: &str, list: &str) -> Result<Vec<u32>> {
 /// True when `path` is a socket file that nobody listens on (connecting is refused). A live
 /// listener is never probed by a real connection here: the caller only asks after `bind`
 /// failed, and a refused connect leaves nothing in anyone's accept queue.
-pub(crate) fn is_stale_socket(path: &Path) -> bool {
+pub fn is_stale_socket(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
     is_socket
@@ -303,7 +305,7 @@ mod tests {
     }
 
     fn tmpdir(tag: &str, mode: u32) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("tshm-access-{tag}-{}", std::process::id()));
+        let d = std::env::temp_dir().join(format!("taccess-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir(&d).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
