@@ -210,19 +210,13 @@ pub struct Load {
 
 /// transport-net: `senders` tasks send `size`-byte frames for `run`, then an empty frame each.
 pub fn run_net(load: &Load) -> BenchResult<Outcome> {
-    let Load {
-        family,
-        senders,
-        size,
-        run,
-        cpu,
-    } = *load;
+    let l = *load;
     let dir = SocketDir::new()?;
     let path = dir.0.join("net.sock");
     let cfg = transport_net::NetConfig::default();
     let rt = runtime()?;
     let listener = rt.block_on(async {
-        match family {
+        match l.family {
             Family::Tcp => transport_net::NetListener::bind_tcp("127.0.0.1:0", cfg.clone()).await,
             Family::Unix => transport_net::NetListener::bind_unix(&path, cfg.clone()),
         }
@@ -230,17 +224,17 @@ pub fn run_net(load: &Load) -> BenchResult<Outcome> {
     let addr = listener.local_address();
     let counted = Arc::new(AtomicU64::new(0));
     let c2 = counted.clone();
-    let rx = receiver(cpu, move || async move {
+    let rx = receiver(l.cpu, move || async move {
         let cfg = transport_net::NetConfig::default();
-        let t = match family {
+        let t = match l.family {
             Family::Tcp => transport_net::connect_tcp(&addr, &cfg).await?,
             Family::Unix => transport_net::connect_unix(Path::new(&addr), &cfg).await?,
         };
-        let mut order = Order::new(senders);
+        let mut order = Order::new(l.senders);
         let end = recv_all(
             async || Ok(t.recv().await?),
             |f: &Frame| f.bytes(),
-            senders,
+            l.senders,
             &mut order,
         )
         .await?;
@@ -249,7 +243,7 @@ pub fn run_net(load: &Load) -> BenchResult<Outcome> {
     })?;
     let sent = rt.block_on(async {
         let t = Arc::new(accepted(listener.accept()).await?);
-        spawn_senders(senders, size, run, move |p| {
+        spawn_senders(&l, move |p| {
             let t = t.clone();
             async move { Ok(t.send(Frame::new(p)).await?) }
         })
@@ -261,35 +255,31 @@ pub fn run_net(load: &Load) -> BenchResult<Outcome> {
 /// `senders` tasks sharing stream `s`, framed by the codec, behind a mutex.
 async fn codec_senders<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     s: S,
-    senders: u32,
-    size: usize,
-    run: Duration,
+    load: &Load,
 ) -> BenchResult<Instant> {
     let c = Arc::new(tokio::sync::Mutex::new(Framed::new(
         s,
         codec::length_delimited(),
     )));
-    spawn_senders(senders, size, run, move |p| {
+    spawn_senders(load, move |p| {
         let c = c.clone();
         async move { send(&mut *c.lock().await, Bytes::from(p)).await }
     })
     .await
 }
 
-/// Spawns `senders` tasks, each sending `size`-byte frames through `send` for `run` (then an
+/// Spawns the load's sending tasks, each sending its frames through `send` for its run (then an
 /// empty one), and waits for them; returns when they started. Every frame was sent when this
 /// returns (`send` returns once its frame is written), so dropping the connection then loses
 /// nothing the receiver counts.
-async fn spawn_senders<F, Fut>(
-    senders: u32,
-    size: usize,
-    run: Duration,
-    send: F,
-) -> BenchResult<Instant>
+async fn spawn_senders<F, Fut>(load: &Load, send: F) -> BenchResult<Instant>
 where
     F: Fn(Vec<u8>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = BenchResult<()>> + Send,
 {
+    let Load {
+        senders, size, run, ..
+    } = *load;
     let start = Instant::now();
     let tasks: Vec<_> = (0..senders)
         .map(|s| {
@@ -336,47 +326,41 @@ async fn codec_recv<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// The hand-written baseline of [`run_net`].
 pub fn run_codec(load: &Load) -> BenchResult<Outcome> {
-    let Load {
-        family,
-        senders,
-        size,
-        run,
-        cpu,
-    } = *load;
+    let l = *load;
     let rt = runtime()?;
     let counted = Arc::new(AtomicU64::new(0));
     let c2 = counted.clone();
-    match family {
+    match l.family {
         Family::Tcp => {
-            let l = rt.block_on(TcpListener::bind("127.0.0.1:0"))?;
-            let addr = l.local_addr()?;
-            let rx = receiver(cpu, move || async move {
+            let listener = rt.block_on(TcpListener::bind("127.0.0.1:0"))?;
+            let addr = listener.local_addr()?;
+            let rx = receiver(l.cpu, move || async move {
                 let s = TcpStream::connect(addr).await?;
                 s.set_nodelay(true)?;
-                codec_recv(s, senders, &c2).await
+                codec_recv(s, l.senders, &c2).await
             })?;
             let sent = rt.block_on(async {
-                let (s, _) = accepted(l.accept()).await?;
+                let (s, _) = accepted(listener.accept()).await?;
                 s.set_nodelay(true)?;
-                codec_senders(s, senders, size, run).await
+                codec_senders(s, &l).await
             });
             finish(sent, rx, &counted)
         }
         Family::Unix => {
             let dir = SocketDir::new()?;
             let path = dir.0.join("codec.sock");
-            let l = {
+            let listener = {
                 let _g = rt.enter();
                 UnixListener::bind(&path)?
             };
             let p = path.clone();
-            let rx = receiver(cpu, move || async move {
+            let rx = receiver(l.cpu, move || async move {
                 let s = UnixStream::connect(&p).await?;
-                codec_recv(s, senders, &c2).await
+                codec_recv(s, l.senders, &c2).await
             })?;
             let sent = rt.block_on(async {
-                let (s, _) = accepted(l.accept()).await?;
-                codec_senders(s, senders, size, run).await
+                let (s, _) = accepted(listener.accept()).await?;
+                codec_senders(s, &l).await
             });
             finish(sent, rx, &counted)
         }

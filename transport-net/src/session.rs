@@ -180,30 +180,17 @@ impl Transport for NetTransport {
             pending.lead = false;
             sh.write_deferred();
         }
-        let mut registered = false;
+        // Looked at once before registering (a lone send's frame is written by now), then
+        // after each registration: a write completing in between wakes the registered waiter.
+        if let Some(r) = pending.settle() {
+            return r;
+        }
         loop {
-            // Looked at once before registering (a lone send's frame is written by now), and
-            // again after: a write completing in between wakes the registered waiter.
             let notified = sh.gauges.written.notified();
             tokio::pin!(notified);
-            if registered {
-                notified.as_mut().enable();
-            }
-            match sh.check_written(seq) {
-                Ok(true) => {
-                    pending.armed = false;
-                    sh.count_sent(len, zero_copy);
-                    return Ok(());
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    pending.armed = false;
-                    return Err(e);
-                }
-            }
-            if !registered {
-                registered = true;
-                continue;
+            notified.as_mut().enable();
+            if let Some(r) = pending.settle() {
+                return r;
             }
             if !waited {
                 waited = true;

@@ -466,6 +466,23 @@ pub(crate) struct Pending<'a> {
     pub(crate) lead: bool,
 }
 
+impl Pending<'_> {
+    /// The send's outcome once its frame is written whole (`Ok`, counted as sent) or can no
+    /// longer be (the output's error); `None` while it waits. Disarms the drop either way.
+    pub(crate) fn settle(&mut self) -> Option<Result<()>> {
+        let r = match self.sh.check_written(self.seq) {
+            Ok(false) => return None,
+            Ok(true) => {
+                self.sh.count_sent(self.len, self.zero_copy);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        self.armed = false;
+        Some(r)
+    }
+}
+
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if self.armed && self.sh.take_back(self.seq).is_none() {
