@@ -232,7 +232,8 @@ pub fn run_parent(opts: &Options) -> BenchResult<()> {
         started.elapsed().as_secs_f64()
     );
     print!("{}", report::table(&records, &note));
-    print!("{}", report::target_check(&per_round));
+    let one_cpu = matches!((place.parent_cpu, place.child_cpu), (Some(p), Some(c)) if p == c);
+    print!("{}", report::target_check(&per_round, one_cpu));
     if let Some(path) = &opts.json {
         std::fs::write(path, report::to_json(&records) + "\n")
             .map_err(|e| BenchError::new(format!("cannot write {}: {e}", path.display())))?;

@@ -25,6 +25,30 @@ struct Target {
     den_mode: Mode,
     size: u64,
     bound: f64,
+    /// Also asks the `num` cell to be stable: the spread of its per-round values (largest minus
+    /// smallest, over their median) at most this much.
+    spread: Option<f64>,
+    /// Checked only when both sides ran on one CPU (`--placement same`): across CPUs the
+    /// comparison says nothing (a busy round trip against a kernel wake).
+    one_cpu: bool,
+}
+
+impl Target {
+    /// This target, also requiring the numerator's spread across rounds to be at most `max`.
+    const fn stable(self, max: f64) -> Target {
+        Target {
+            spread: Some(max),
+            ..self
+        }
+    }
+
+    /// This target, checked only when both sides share one CPU.
+    const fn on_one_cpu(self) -> Target {
+        Target {
+            one_cpu: true,
+            ..self
+        }
+    }
 }
 
 const fn target(
@@ -47,6 +71,8 @@ const fn target(
         den_mode: mode,
         size,
         bound,
+        spread: None,
+        one_cpu: false,
     }
 }
 
@@ -67,6 +93,8 @@ const fn target_across(
         den_mode,
         size: 8,
         bound,
+        spread: None,
+        one_cpu: false,
     }
 }
 
@@ -178,18 +206,28 @@ const TARGETS: &[Target] = &[
         8,
         1.2,
     ),
+    target(
+        "one CPU, default spin: shm / eventfd",
+        ("shm", "eventfd"),
+        Mode::Rtt,
+        8,
+        1.0,
+    )
+    .on_one_cpu(),
     target_across(
         "gap 1 ms, default spin: shm / eventfd back-to-back",
         ("shm", Mode::RttGap1ms),
         ("eventfd", Mode::Rtt),
         0.6,
-    ),
+    )
+    .stable(0.25),
     target_across(
         "gap 1 ms, mt: shm-mt / eventfd back-to-back",
         ("shm-mt", Mode::RttGap1ms),
         ("eventfd", Mode::Rtt),
         0.6,
-    ),
+    )
+    .stable(0.25),
     target(
         "gap 1 ms: hub-any / shm",
         ("hub-any", "shm"),
@@ -250,34 +288,52 @@ const TARGETS: &[Target] = &[
 ];
 
 /// The target check: for each target whose two cells were measured, the ratio in every round
-/// (both cells from the same round), their median, and whether the median meets the bound.
-/// Empty when no target applies to the rows that ran.
-pub fn target_check(rounds: &[Vec<Record>]) -> String {
+/// (both cells from the same round), their median, and whether the median meets the bound (and,
+/// for a target that asks for stability, whether the numerator's spread across rounds is within
+/// its limit; one round has no spread to judge). `one_cpu`: both sides ran on one CPU, which
+/// the targets marked so need. Empty when no target applies to the rows that ran.
+pub fn target_check(rounds: &[Vec<Record>], one_cpu: bool) -> String {
     let value = |r: &Record, m: Measure| match m {
         Measure::P50 => r.p50_ns.map(|v| v as f64),
         Measure::Rate => r.msgs_per_s,
     };
     let mut out = String::new();
-    for t in TARGETS {
-        let ratios: Vec<f64> = rounds
+    for t in TARGETS.iter().filter(|t| one_cpu || !t.one_cpu) {
+        let (ratios, nums): (Vec<f64>, Vec<f64>) = rounds
             .iter()
             .filter_map(|round| {
                 let n = find(round, t.num, t.mode, t.size)?;
                 let d = find(round, t.den, t.den_mode, t.size)?;
-                ratio(value(n, t.measure), value(d, t.measure))
+                let r = ratio(value(n, t.measure), value(d, t.measure))?;
+                Some((r, value(n, t.measure)?))
             })
-            .collect();
+            .unzip();
         let Some(mid) = median(ratios.clone()) else {
             continue;
         };
-        let (op, met) = match t.measure {
+        let (op, mut met) = match t.measure {
             Measure::P50 => ("<=", mid <= t.bound),
             Measure::Rate => (">=", mid >= t.bound),
         };
+        let mut stability = String::new();
+        if let Some(max) = t.spread {
+            match spread(&nums) {
+                Some(s) => {
+                    met &= s <= max;
+                    let _ = write!(
+                        stability,
+                        "  spread {:.0}% (<= {:.0}%)",
+                        s * 100.0,
+                        max * 100.0
+                    );
+                }
+                None => stability.push_str("  spread: one round"),
+            }
+        }
         let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         let _ = writeln!(
             out,
-            "  {:<48} {op} {:<4}  median {mid:>5.2}  {:<6}  rounds: {}",
+            "  {:<48} {op} {:<4}  median {mid:>5.2}  {:<6}  rounds: {}{stability}",
             t.label,
             t.bound,
             if met { "met" } else { "missed" },
@@ -291,4 +347,17 @@ pub fn target_check(rounds: &[Vec<Record>]) -> String {
         "target check (each ratio from one round's two cells; judged on the median; p50 ratios \
          lower is better, rate ratios higher is better):\n{out}"
     )
+}
+
+/// Largest minus smallest of `values` over their median; `None` for fewer than two values or
+/// a zero median.
+fn spread(values: &[f64]) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
+    let mid = median(values.to_vec())?;
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    (mid > 0.0).then(|| (hi - lo) / mid)
 }

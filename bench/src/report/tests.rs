@@ -175,7 +175,7 @@ fn medians_over_rounds_and_the_target_check() {
     assert_eq!(m[3].msgs_per_s, Some(2_000_000.0));
     // Ratios are taken within each round: 0.4, 0.4, 0.6 (median 0.4, met);
     // 3.5, 3.5, 2.5 (median 3.5, met).
-    let t = target_check(&rounds);
+    let t = target_check(&rounds, false);
     let line = |label: &str| {
         t.lines()
             .find(|l| l.contains(label))
@@ -191,16 +191,64 @@ fn medians_over_rounds_and_the_target_check() {
     assert!(l.contains("median  3.50") && l.contains("met"), "{l}");
     // Targets whose cells did not run are left out; no applicable target, no section.
     assert!(!t.contains("iox2-event") && !t.contains("1 MiB"));
-    assert_eq!(target_check(&[vec![rtt("spin", 8, 100)]]), "");
+    assert_eq!(target_check(&[vec![rtt("spin", 8, 100)]], false), "");
     // A missed target.
     let slow = vec![vec![rtt("shm", 8, 900), rtt("iox2-poll", 8, 1000)]];
-    assert!(target_check(&slow).contains("missed"));
+    assert!(target_check(&slow, false).contains("missed"));
     // A target across modes divides an idle-gap cell by a back-to-back one.
     let gap = rtt("shm", 8, 30_000).with_mode(Mode::RttGap1ms);
-    let t = target_check(&[vec![gap, rtt("eventfd", 8, 40_000)]]);
+    let t = target_check(&[vec![gap, rtt("eventfd", 8, 40_000)]], false);
     assert!(
         t.contains("gap 1 ms, default spin: shm / eventfd") && t.contains("median  0.75"),
         "{t}"
     );
     assert!(t.contains("missed"), "{t}");
+}
+
+#[test]
+fn stability_and_one_cpu_clauses() {
+    let rtt = |b: &str, p50: u64| Record::rtt(b, 8, &mut [p50], "same");
+    let gap = |p50: u64| rtt("shm", p50).with_mode(Mode::RttGap1ms);
+    let line = |t: &str, label: &str| {
+        t.lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no line for {label} in {t}"))
+            .to_string()
+    };
+    let label = "gap 1 ms, default spin: shm / eventfd";
+    // Ratios 0.50 0.50 0.55: the median meets the bound, and the gap cells' spread is
+    // (22 - 20) / 20 = 10%.
+    let steady = vec![
+        vec![gap(20_000), rtt("eventfd", 40_000)],
+        vec![gap(20_000), rtt("eventfd", 40_000)],
+        vec![gap(22_000), rtt("eventfd", 40_000)],
+    ];
+    let l = line(&target_check(&steady, false), label);
+    assert!(
+        l.contains("met") && l.contains("spread 10% (<= 25%)"),
+        "{l}"
+    );
+    // The same ratios from gap cells of 10, 20 and 30 µs (the baseline moving with them): the
+    // median still meets the bound, the spread of 100% misses the stability clause.
+    let swinging = vec![
+        vec![gap(10_000), rtt("eventfd", 20_000)],
+        vec![gap(20_000), rtt("eventfd", 40_000)],
+        vec![gap(30_000), rtt("eventfd", 60_000)],
+    ];
+    let l = line(&target_check(&swinging, false), label);
+    assert!(
+        l.contains("median  0.50") && l.contains("missed") && l.contains("spread 100%"),
+        "{l}"
+    );
+    // One round has no spread to judge.
+    let l = line(&target_check(&steady[..1], false), label);
+    assert!(l.contains("met") && l.contains("spread: one round"), "{l}");
+    // The one-CPU target appears only when both sides shared one CPU.
+    let busy = vec![vec![rtt("shm", 3_000), rtt("eventfd", 4_000)]];
+    assert!(!target_check(&busy, false).contains("one CPU"));
+    let l = line(
+        &target_check(&busy, true),
+        "one CPU, default spin: shm / eventfd",
+    );
+    assert!(l.contains("median  0.75") && l.contains("met"), "{l}");
 }
