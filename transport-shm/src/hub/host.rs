@@ -99,6 +99,7 @@ impl HubHost {
             peers_changed: Notify::new(),
             members: AtomicU64::new(0),
             last_served: AtomicU64::new(0),
+            spin_history: Default::default(),
             path,
         });
         let weak = Arc::downgrade(&shared);

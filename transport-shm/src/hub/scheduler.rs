@@ -6,7 +6,6 @@ use super::peer::PeerId;
 use super::table::Shared;
 use super::table::lock;
 use crate::session::ShmTransport;
-use crate::session::spin::Spin;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -68,10 +67,11 @@ impl HubHost {
     pub async fn recv_any(&self) -> Result<(PeerId, Frame)> {
         let sh = &self.shared;
         // Frames that are waiting, or arrive within the spin time, are taken by cheap passes
-        // over a snapshot of the rotation (no waiter registration, no lock), yielding the thread every
-        // few dozen tries as a session's own `recv` does. A session found ended hands over to
-        // the full loop below, which records it.
-        let mut spin = Spin::new(sh.config.spin);
+        // over a snapshot of the rotation (no waiter registration, no lock), yielding the
+        // thread every few dozen tries as a session's own `recv` does, or on every pass when
+        // the history says the peers share this CPU. A session found ended hands over to the
+        // full loop below, which records it.
+        let mut spin = sh.spin_history.start(sh.config.spin);
         let mut snap = sh.snapshot()?;
         loop {
             // One lock per call and per membership change, none per pass.
@@ -79,7 +79,10 @@ impl HubHost {
                 snap = sh.snapshot()?;
             }
             match snap.take_ready(sh) {
-                Ready::Frame(id, f) => return Ok((id, f)),
+                Ready::Frame(id, f) => {
+                    sh.spin_history.succeeded(&spin);
+                    return Ok((id, f));
+                }
                 Ready::SessionEnded => break,
                 Ready::Empty(_) if sh.config.spin.is_zero() => break,
                 // The clock is read (and the thread yielded) every few dozen `try_recv`s, not

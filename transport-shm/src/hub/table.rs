@@ -10,6 +10,7 @@ use crate::os::segment::{Segment, SegmentError};
 use crate::os::sys;
 use crate::rendezvous::PeerCredentials;
 use crate::session::ShmTransport;
+use crate::session::spin::SpinHistory;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -66,6 +67,9 @@ pub(super) struct Shared {
     /// Generation of the peer `recv_any` served last, 0 for none (the next sweep starts after
     /// it; generations start at 1 and order the peers).
     pub(super) last_served: AtomicU64,
+    /// How `recv_any`'s spins have been going: eager when the peers answer only once this
+    /// thread gives up its CPU (see [`SpinHistory`]).
+    pub(super) spin_history: SpinHistory,
     pub(super) path: PathBuf,
 }
 
