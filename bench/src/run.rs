@@ -232,8 +232,7 @@ pub fn run_parent(opts: &Options) -> BenchResult<()> {
         started.elapsed().as_secs_f64()
     );
     print!("{}", report::table(&records, &note));
-    let one_cpu = matches!((place.parent_cpu, place.child_cpu), (Some(p), Some(c)) if p == c);
-    print!("{}", report::target_check(&per_round, one_cpu));
+    print!("{}", report::target_check(&per_round, place.same_cpu));
     if let Some(path) = &opts.json {
         std::fs::write(path, report::to_json(&records) + "\n")
             .map_err(|e| BenchError::new(format!("cannot write {}: {e}", path.display())))?;

@@ -52,10 +52,12 @@
 //! [`HubHost::send_to`] work without the application keeping handles). [`HubHost::recv_any`]
 //! first sweeps all live peers with `try_recv`, starting after the peer it served last
 //! (round-robin, so a flooding peer cannot starve the others), for up to [`HubConfig::spin`]
-//! (each sweep one pass over the peer table under the hub's lock, with no allocation); then it
-//! waits on all live peers' [`ShmTransport::readable`](crate::ShmTransport::readable) futures at once (they park on
-//! the peers' eventfds without spinning or taking a frame), plus a "peers changed"
-//! notification — no polling loop, no task per peer — and serves the peer that woke it.
+//! (each sweep one pass over a snapshot of the live peers, taken under the hub's lock once per
+//! call and per membership change, so a sweep takes no lock and allocates nothing); then it
+//! waits on all live peers' [`ShmTransport::readable`](crate::ShmTransport::readable) futures
+//! at once (they park on the peers' eventfds without spinning or taking a frame), plus a
+//! "peers changed" notification — no polling loop, no task per peer — and serves the peer that
+//! woke it.
 //!
 //! The hub drops its own reference to a session when the session ended (the peer hung up, or
 //! `recv`/`recv_any` reported `Closed`, `PeerDied` or `Corrupt`) and everything the peer

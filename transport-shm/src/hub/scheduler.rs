@@ -119,6 +119,8 @@ impl HubHost {
             if ended {
                 continue;
             }
+            // The rest of the spin, after a session ended mid-spin (rare): paced by the clock
+            // alone, and not recorded in the history (its yields are not timed).
             if spin.pause_timed() {
                 continue;
             }

@@ -1,5 +1,7 @@
-//! Waiting: the one spin-then-park policy of a session, used by `send`, `recv`, `alloc`,
-//! [`ShmTransport::readable`](super::ShmTransport::readable) and (its spin) the hub's `recv_any`.
+//! Waiting: the one spin-then-park policy of a session, used by `send`, `recv`, `alloc` and
+//! [`ShmTransport::readable`](super::ShmTransport::readable). The hub's `recv_any` spins with
+//! the same [`Spin`](super::spin::Spin), from a [`SpinHistory`](super::spin::SpinHistory) of
+//! its own.
 //!
 //! [`ShmTransport`](super::ShmTransport) delegates its waits here.
 //!
