@@ -289,8 +289,8 @@ const TARGETS: &[Target] = &[
 
 /// The target check: for each target whose two cells were measured, the ratio in every round
 /// (both cells from the same round), their median, and whether the median meets the bound.
-/// A target that asks for stability also needs the numerator's spread (see [`spread`], over the
-/// rounds in which both cells ran) within its limit: "missed (spread)" when only that fails;
+/// A target that asks for stability also needs the numerator's spread (largest minus smallest
+/// of its values in the rounds where both cells ran, over their lower median) within its limit: "missed (spread)" when only that fails;
 /// one round has no spread to judge and is reported as such. `one_cpu`: both sides ran on one
 /// CPU, which the targets marked so need. Empty when no target applies to the rows that ran.
 pub fn target_check(rounds: &[Vec<Record>], one_cpu: bool) -> String {
