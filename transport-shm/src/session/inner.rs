@@ -61,6 +61,15 @@ impl Inner {
         self.tx.slot_freed.notify_waiters();
     }
 
+    /// This process can no longer wait on the session (`e`, from the doorbell): every later
+    /// call reports it, and local waiters are told.
+    pub(crate) fn fail_io(&self, e: &std::io::Error) -> TransportError {
+        let err = self.span.in_scope(|| self.status.fail_io(e));
+        self.local.notify_waiters();
+        self.tx.slot_freed.notify_waiters();
+        err
+    }
+
     pub(crate) fn fail_ring(&self, what: &str, e: RingError) -> TransportError {
         let detail = format!("{what}: {e}");
         self.fail(detail.clone());

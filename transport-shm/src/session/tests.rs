@@ -195,3 +195,49 @@ async fn the_peers_payload_memory_is_mapped_read_only() {
         assert_eq!(a.recv().await.unwrap().bytes(), &vec![9u8; len][..]);
     }
 }
+
+/// A session's doorbell is registered with the I/O driver of the runtime that created it.
+/// Once that runtime has shut down, a wait can no longer sleep: the call that must wait fails
+/// with `Io` (naming the cause) instead of retrying its park in a loop that burns the CPU and
+/// never returns to the runtime, and every later call reports the same error.
+#[test]
+fn waiting_after_the_creating_runtime_shut_down_fails_instead_of_spinning() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let config = crate::ShmConfig {
+        spin: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let (a, b) = first.block_on(crate::pair(config)).unwrap();
+    drop(first);
+    // On a thread of its own: a busy loop inside `recv` would never let a timer fire.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let outcome = runtime().block_on(async {
+            let recv = a.recv().await;
+            let try_recv = a.try_recv();
+            let send = a.send(Frame::new(vec![1u8; 8])).await;
+            (recv, try_recv, send)
+        });
+        let _ = tx.send(outcome);
+    });
+    let (recv, try_recv, send) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("recv neither returned nor failed: its wait loop spun");
+    waiter.join().unwrap();
+    match recv {
+        Err(TransportError::Io(e)) => assert!(e.to_string().contains("runtime"), "{e}"),
+        other => panic!("recv: {other:?}"),
+    }
+    assert!(
+        matches!(try_recv, Err(TransportError::Io(_))),
+        "{try_recv:?}"
+    );
+    assert!(matches!(send, Err(TransportError::Io(_))), "{send:?}");
+    drop(b);
+}

@@ -47,6 +47,10 @@ impl Inner {
 
     /// Sleeps until the doorbell rings or a local event happens. The caller holds a
     /// [`Inner::waiting`] guard and re-checks its condition after every return. Cancel-safe.
+    /// An error means the doorbell can no longer be awaited (the I/O driver of the runtime
+    /// that created the session has shut down): returning at once instead would turn every
+    /// wait into a busy loop that burns the CPU and never sleeps; the caller fails the session
+    /// with it ([`Inner::fail_io`]).
     ///
     /// A ring of the doorbell is answered without reading the eventfd: every write raises a new
     /// readiness edge whatever its count holds, so clearing tokio's readiness is all a wake-up
@@ -59,18 +63,17 @@ impl Inner {
     pub(crate) async fn park(
         &self,
         notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-    ) {
+    ) -> std::io::Result<()> {
         tokio::select! {
             _ = notified => {}
             r = self.bell.readable() => {
-                if let Ok(mut g) = r {
-                    g.clear_ready();
-                    if self.waiters.load(Ordering::SeqCst) > 1 {
-                        self.local.notify_waiters();
-                    }
+                r?.clear_ready();
+                if self.waiters.load(Ordering::SeqCst) > 1 {
+                    self.local.notify_waiters();
                 }
             }
         }
+        Ok(())
     }
 
     /// Retries `attempt` for up to the configured spin time before the caller parks.
@@ -145,7 +148,11 @@ impl Inner {
                 return Ok(v);
             }
             match prepare_park() {
-                Ok(true) => self.park(notified).await,
+                Ok(true) => {
+                    if let Err(e) = self.park(notified).await {
+                        return Err(self.fail_io(&e));
+                    }
+                }
                 Ok(false) => {}
                 Err(e) => return Err(self.fail_ring(what, e)),
             }
@@ -207,7 +214,11 @@ impl Inner {
                 Ok(true) => {
                     tokio::select! {
                         _ = freed => {}
-                        _ = self.park(notified) => {}
+                        r = self.park(notified) => {
+                            if let Err(e) = r {
+                                return Err(self.fail_io(&e));
+                            }
+                        }
                     }
                 }
                 Ok(false) => {}
@@ -248,7 +259,11 @@ impl Inner {
                             .recv_waits
                             .fetch_add(1, Ordering::Relaxed);
                     }
-                    inner.park(notified).await
+                    if let Err(e) = inner.park(notified).await {
+                        // The next receive reports it.
+                        inner.fail_io(&e);
+                        return;
+                    }
                 }
                 Ok(false) | Err(_) => return,
             }

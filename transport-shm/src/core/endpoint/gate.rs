@@ -11,19 +11,38 @@ pub(crate) const CLOSED: u8 = 1;
 pub(crate) const PEER_CLOSED: u8 = 2;
 /// The peer is gone (closed or died).
 pub(crate) const PEER_GONE: u8 = 4;
-/// Set once the corruption detail is recorded.
+/// Set once the failure is recorded.
 pub(crate) const FAILED: u8 = 8;
 
-/// Session status flags and the corruption detail.
+/// Why a session failed: the first failure recorded is the one every later call reports.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// The peer broke the protocol (what it wrote into shared memory or on the socket).
+    Corrupt(String),
+    /// This process can no longer wait on the session (its doorbell's I/O driver, the tokio
+    /// runtime that created the session, has shut down).
+    Io(std::io::ErrorKind, String),
+}
+
+impl Failure {
+    fn error(&self) -> TransportError {
+        match self {
+            Failure::Corrupt(d) => TransportError::corrupt(d.clone()),
+            Failure::Io(kind, d) => TransportError::Io(std::io::Error::new(*kind, d.clone())),
+        }
+    }
+}
+
+/// Session status flags and the failure.
 #[derive(Default)]
 pub(crate) struct Status {
     /// [`CLOSED`] | [`PEER_CLOSED`] | [`PEER_GONE`] | [`FAILED`]; bits are only ever set.
     flags: AtomicU8,
-    corrupt: Mutex<Option<String>>,
+    failure: Mutex<Option<Failure>>,
 }
 
-/// Takes the detail's lock. A poisoned lock carries no broken invariant: the value is a whole
-/// `Option<String>` at every point a panic could leave from.
+/// Takes the failure's lock. A poisoned lock carries no broken invariant: the value is a whole
+/// `Option<Failure>` at every point a panic could leave from.
 fn lock_std<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -46,26 +65,39 @@ impl Status {
         self.flags.fetch_or(bit, Ordering::AcqRel) & bit != 0
     }
 
-    /// Records `detail` as the reason the session failed, unless one is recorded already.
-    /// True when this call recorded it.
+    /// Records `detail` as the way the peer broke the protocol, unless a failure is recorded
+    /// already. True when this call recorded it.
     pub(crate) fn fail(&self, detail: String) -> bool {
-        let mut c = lock_std(&self.corrupt);
+        tracing::warn!(backend = "shm", %detail, "session closed: the peer broke the protocol");
+        self.record(Failure::Corrupt(detail))
+    }
+
+    /// Records that this process can no longer wait on the session (`e`, from its doorbell),
+    /// unless a failure is recorded already; returns the error every later call reports.
+    pub(crate) fn fail_io(&self, e: &std::io::Error) -> TransportError {
+        let detail = format!(
+            "cannot wait on the session's doorbell: {e} (was the tokio runtime that created the session shut down?)"
+        );
+        tracing::warn!(backend = "shm", %detail, "session closed");
+        self.record(Failure::Io(e.kind(), detail));
+        self.failure_error().unwrap_or(TransportError::Closed)
+    }
+
+    fn record(&self, f: Failure) -> bool {
+        let mut c = lock_std(&self.failure);
         if c.is_some() {
             return false;
         }
-        tracing::warn!(backend = "shm", %detail, "session closed: the peer broke the protocol");
-        *c = Some(detail);
+        *c = Some(f);
         self.set(FAILED);
         true
     }
 
-    /// The `Corrupt` error with the recorded detail, once the session failed (the callers
-    /// check the `FAILED` flag first).
+    /// The error of the recorded failure, once the session failed (the callers check the
+    /// `FAILED` flag first).
     #[cold]
-    pub(crate) fn corrupt_error(&self) -> Option<TransportError> {
-        lock_std(&self.corrupt)
-            .as_ref()
-            .map(|d| TransportError::corrupt(d.clone()))
+    pub(crate) fn failure_error(&self) -> Option<TransportError> {
+        lock_std(&self.failure).as_ref().map(Failure::error)
     }
 
     /// Why sending cannot proceed, if it cannot.
@@ -86,7 +118,7 @@ impl Status {
             return Some(TransportError::Closed);
         }
         if f & FAILED != 0
-            && let Some(e) = self.corrupt_error()
+            && let Some(e) = self.failure_error()
         {
             return Some(e);
         }
@@ -110,13 +142,13 @@ impl Status {
         }
     }
 
-    /// Why a receive cannot take a frame: closed, or corrupt.
+    /// Why a receive cannot take a frame: closed, or failed.
     #[cold]
     pub(crate) fn take_blocker(&self) -> TransportError {
         if self.is(CLOSED) {
             return TransportError::Closed;
         }
-        self.corrupt_error().unwrap_or(TransportError::Closed)
+        self.failure_error().unwrap_or(TransportError::Closed)
     }
 
     /// The session has ended for a receiver: closed here, corrupt, or the peer is gone.
