@@ -2,7 +2,7 @@
 //! buffer, queues frames for `recv` and applies control messages.
 
 use crate::rxpool::{LARGE, RxPool};
-use crate::shared::{End, Shared, lock};
+use crate::shared::{End, Shared, TaskGuard, lock};
 use crate::wire::{self, FRAME_HEAD_LEN, Parsed};
 use bytes::{Buf, BufMut, BytesMut};
 use std::pin::Pin;
@@ -25,10 +25,18 @@ enum Step {
 /// The reader task of one session. Ends when the link ends: graceful close, end of stream,
 /// reset, silence longer than the keep-alive timeout, or corrupt input.
 pub(crate) async fn run(sh: Arc<Shared>) {
+    let guard = TaskGuard::new(&sh, true);
+    let end = read_until_end(sh.clone()).await;
+    sh.reader_ended(end);
+    guard.done();
+}
+
+/// The reader's loop: reads and dispatches until the session ends, and says how.
+async fn read_until_end(sh: Arc<Shared>) -> End {
     let mut buf = BytesMut::with_capacity(CHUNK);
     let pool = RxPool::new(usize::try_from(sh.own_window).unwrap_or(usize::MAX));
     let mut idle = Idle::new(sh.keepalive);
-    let end = loop {
+    loop {
         let mut delivered = false;
         if lock(&sh.state).closed_locally {
             // Closed here: input is only waited through (until the peer's end of stream) and
@@ -80,8 +88,7 @@ pub(crate) async fn run(sh: Arc<Shared>) {
         if let Err(end) = read_some(&sh, &mut idle, &mut buf, pending).await {
             break end;
         }
-    };
-    sh.reader_ended(end);
+    }
 }
 
 /// The keep-alive deadline of the input: one timer for the session's life, moved only when it

@@ -29,6 +29,10 @@ pub(crate) enum End {
     PeerDied,
     /// The peer broke the protocol.
     Corrupt(String),
+    /// The session's reader or writer task was dropped before it finished: the tokio runtime
+    /// it was spawned on (the one that created the session) shut down, and nothing reads or
+    /// writes the socket any more.
+    TasksGone,
 }
 
 impl End {
@@ -37,6 +41,49 @@ impl End {
             End::LocalClose | End::PeerClose => TransportError::Closed,
             End::PeerDied => TransportError::PeerDied,
             End::Corrupt(d) => TransportError::corrupt(d.clone()),
+            End::TasksGone => TransportError::Io(std::io::Error::other(
+                "the tokio runtime that created this session (and runs its socket's reader and \
+                 writer) has shut down",
+            )),
+        }
+    }
+}
+
+/// Held by the reader and writer tasks for their whole run: dropped before [`TaskGuard::done`],
+/// that is with the task itself when its runtime shuts down, it ends the session
+/// ([`End::TasksGone`]) and wakes every waiter, so that calls made from another runtime fail
+/// instead of waiting for a task that no longer exists.
+pub(crate) struct TaskGuard<'a> {
+    sh: &'a Shared,
+    reader: bool,
+    finished: bool,
+}
+
+impl<'a> TaskGuard<'a> {
+    /// The guard of the reader task (`reader`) or of the writer task.
+    pub(crate) fn new(sh: &'a Shared, reader: bool) -> TaskGuard<'a> {
+        TaskGuard {
+            sh,
+            reader,
+            finished: false,
+        }
+    }
+
+    /// The task ran to its end (it reported how the session ended itself).
+    pub(crate) fn done(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for TaskGuard<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if self.reader {
+            self.sh.reader_ended(End::TasksGone);
+        } else {
+            self.sh.finish(End::TasksGone);
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! [`Out`]: crate::out::Out
 
-use crate::shared::{Shared, lock};
+use crate::shared::{Shared, TaskGuard, lock};
 use crate::wire;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -47,8 +47,15 @@ fn queue_control(sh: &Shared) -> Next {
 /// The writer task of one session: writes what sending tasks left queued, grants credit,
 /// keeps the link alive when idle, and sends the close after the last frame.
 pub(crate) async fn run(sh: Arc<Shared>) {
+    let guard = TaskGuard::new(&sh, false);
+    write_until_end(&sh).await;
+    guard.done();
+}
+
+/// The writer's loop, until the close is sent or the output ends.
+async fn write_until_end(sh: &Shared) {
     loop {
-        if let Next::Finish = queue_control(&sh) {
+        if let Next::Finish = queue_control(sh) {
             return;
         }
         let flushed = lock(&sh.out).flush(&sh.sock, &sh.gauges);

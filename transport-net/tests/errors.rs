@@ -2,7 +2,7 @@
 //! option, and nothing panics.
 
 use std::io::ErrorKind;
-use transport_api::{Registry, TransportConfig, TransportError};
+use transport_api::{Registry, Transport, TransportConfig, TransportError};
 use transport_net::{NetConfig, NetListener, TcpFactory, UnixFactory};
 
 fn registry() -> Registry {
@@ -144,4 +144,44 @@ async fn bad_ports_hosts_and_options_are_config_errors_naming_them() {
     };
     let msg = config_error(NetListener::bind_tcp("127.0.0.1:0", bad).await);
     assert!(msg.contains("window 1"), "{msg}");
+}
+
+/// A session's reader and writer tasks run on the runtime that created it. When that runtime
+/// shuts down, the session ends with an `Io` error naming the cause: a `recv` made from another
+/// runtime fails at once instead of waiting forever for frames nothing reads, and so does a
+/// `send`.
+#[test]
+fn a_session_whose_runtime_shut_down_fails_instead_of_hanging() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let (a, b) = first.block_on(async {
+        let listener = NetListener::bind_tcp("127.0.0.1:0", NetConfig::default())
+            .await
+            .unwrap();
+        let addr = listener.local_address();
+        let cfg = NetConfig::default();
+        let (a, b) = tokio::join!(listener.accept(), transport_net::connect_tcp(&addr, &cfg));
+        (a.unwrap(), b.unwrap())
+    });
+    drop(first);
+    let (recv, send) = runtime().block_on(async {
+        let limit = std::time::Duration::from_secs(20);
+        let recv = tokio::time::timeout(limit, a.recv())
+            .await
+            .expect("recv waited for a reader that no longer exists");
+        let frame = transport_api::Frame::new(vec![1u8; 8]);
+        let send = tokio::time::timeout(limit, a.send(frame))
+            .await
+            .expect("send waited for a writer that no longer exists");
+        (recv, send)
+    });
+    let (_, message) = io_error(recv.map(|_| ()));
+    assert!(message.contains("runtime"), "{message}");
+    io_error(send);
+    drop(b);
 }
