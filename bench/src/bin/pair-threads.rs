@@ -1,7 +1,9 @@
 //! A quick two-thread probe of the shared-memory pair, for A/B comparisons while tuning: one
 //! process, the two endpoints on two threads pinned to CPUs 0 and 1, each with its own
 //! current-thread runtime. It skips the benchmark's process and peer set-up, so a change can be
-//! measured in seconds; the numbers reported in the README come from `transport-bench`.
+//! measured in seconds; the numbers reported in the README come from `transport-bench`. The
+//! pair is made on a third runtime that keeps running, whose worker wakes a parked end: made
+//! for the busy path, where nobody parks.
 //!
 //! ```sh
 //! cargo build --release -p transport-bench --bin pair-threads
@@ -108,10 +110,14 @@ fn main() -> Result<(), BoxError> {
             return Err(format!("unknown placement `{other}`: expected split or same").into());
         }
     };
-    let (a, b) = tokio::runtime::Builder::new_current_thread()
+    // The sessions' doorbells and liveness watchers belong to the runtime that creates them:
+    // it keeps running (one worker of its own) while the two pinned threads use the endpoints,
+    // so a parked end is woken through that worker.
+    let driver = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
-        .build()?
-        .block_on(transport_shm::pair(ShmConfig::default()))?;
+        .build()?;
+    let (a, b) = driver.block_on(transport_shm::pair(ShmConfig::default()))?;
     match mode {
         "stream" => {
             let rx = on_cpu(peer_cpu, async move || stream_recv(b, n).await);
