@@ -40,6 +40,9 @@ pub enum PeerState {
     Dead,
     /// The peer broke the protocol; the session was closed.
     Corrupt,
+    /// This side could no longer serve the session (its receive reported an I/O error, for
+    /// example because the tokio runtime that created it shut down); the hub let it go.
+    Failed,
 }
 
 /// A snapshot of one peer, from [`HubHost::peers`](crate::HubHost::peers).

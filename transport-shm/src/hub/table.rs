@@ -130,6 +130,7 @@ impl Shared {
                 entry.state = match e {
                     TransportError::Closed => PeerState::Closed,
                     TransportError::PeerDied => PeerState::Dead,
+                    TransportError::Io(_) => PeerState::Failed,
                     _ => PeerState::Corrupt,
                 };
                 match entry.state {

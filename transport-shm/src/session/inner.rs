@@ -61,10 +61,11 @@ impl Inner {
         self.tx.slot_freed.notify_waiters();
     }
 
-    /// This process can no longer wait on the session (`e`, from the doorbell): every later
-    /// call reports it, and local waiters are told.
+    /// This process can no longer wait on the session (`e`, from the doorbell): see
+    /// [`Status::fail_wait`](crate::core::endpoint::gate::Status::fail_wait). Local waiters are
+    /// told, so that each finds out on its own.
     pub(crate) fn fail_io(&self, e: &std::io::Error) -> TransportError {
-        let err = self.span.in_scope(|| self.status.fail_io(e));
+        let err = self.span.in_scope(|| self.status.fail_wait(e));
         self.local.notify_waiters();
         self.tx.slot_freed.notify_waiters();
         err

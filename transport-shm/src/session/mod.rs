@@ -180,15 +180,16 @@ impl ShmTransport {
     }
 
     /// Resolves once a frame is ready to receive or the session has ended (closed, peer gone,
-    /// or corrupt), without taking the frame and without spinning: the waiter parks on the
+    /// corrupt, or unable to wait because the runtime that created it shut down), without
+    /// taking the frame and without spinning: the waiter parks on the
     /// eventfd at once. Useful to wait on many sessions (the hub's `recv_any`); follow it with
     /// [`Transport::try_recv`]. Cancel-safe.
     pub async fn readable(&self) {
         self.inner.readable().await
     }
 
-    /// Resolves once the session has ended (closed, peer gone or corrupt) and no frame is left
-    /// to receive. Cancel-safe; waits without polling (every receive wakes it to re-check).
+    /// Resolves once the session has ended (closed, peer gone, or unable to wait) and no frame
+    /// is left to receive, or once it is corrupt (it delivers nothing more). Cancel-safe; waits without polling (every receive wakes it to re-check).
     pub async fn drained(&self) {
         self.inner.drained().await
     }

@@ -199,7 +199,8 @@ async fn the_peers_payload_memory_is_mapped_read_only() {
 /// A session's doorbell is registered with the I/O driver of the runtime that created it.
 /// Once that runtime has shut down, a wait can no longer sleep: the call that must wait fails
 /// with `Io` (naming the cause) instead of retrying its park in a loop that burns the CPU and
-/// never returns to the runtime, and every later call reports the same error.
+/// never returns to the runtime. Nothing else stops: a frame published afterwards is still
+/// delivered, and a receive that finds the ring empty reports the error at once.
 #[test]
 fn waiting_after_the_creating_runtime_shut_down_fails_instead_of_spinning() {
     let runtime = || {
@@ -220,13 +221,16 @@ fn waiting_after_the_creating_runtime_shut_down_fails_instead_of_spinning() {
     let waiter = std::thread::spawn(move || {
         let outcome = runtime().block_on(async {
             let recv = a.recv().await;
-            let try_recv = a.try_recv();
-            let send = a.send(Frame::new(vec![1u8; 8])).await;
-            (recv, try_recv, send)
+            let sent = b.send(Frame::new(vec![7u8; 8]).msg_id(9)).await;
+            let delivered = a.try_recv();
+            let empty = a.try_recv();
+            a.readable().await;
+            let after_readable = a.try_recv();
+            (recv, sent, delivered, empty, after_readable)
         });
         let _ = tx.send(outcome);
     });
-    let (recv, try_recv, send) = rx
+    let (recv, sent, delivered, empty, after_readable) = rx
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("recv neither returned nor failed: its wait loop spun");
     waiter.join().unwrap();
@@ -234,10 +238,14 @@ fn waiting_after_the_creating_runtime_shut_down_fails_instead_of_spinning() {
         Err(TransportError::Io(e)) => assert!(e.to_string().contains("runtime"), "{e}"),
         other => panic!("recv: {other:?}"),
     }
+    assert!(sent.is_ok(), "a send that finds room publishes: {sent:?}");
+    match delivered {
+        Ok(Some(f)) => assert_eq!((f.header.msg_id, f.bytes().to_vec()), (9, vec![7u8; 8])),
+        other => panic!("the frame sent after the failure: {other:?}"),
+    }
+    assert!(matches!(empty, Err(TransportError::Io(_))), "{empty:?}");
     assert!(
-        matches!(try_recv, Err(TransportError::Io(_))),
-        "{try_recv:?}"
+        matches!(after_readable, Err(TransportError::Io(_))),
+        "{after_readable:?}"
     );
-    assert!(matches!(send, Err(TransportError::Io(_))), "{send:?}");
-    drop(b);
 }

@@ -12,6 +12,7 @@
 //! eventfd only when the flag is set, so busy peers make no system calls.
 
 use super::inner::{Body, Inner};
+use crate::core::endpoint::gate::FAILED;
 use crate::core::ring::RingError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -278,7 +279,10 @@ impl Inner {
             let notified = inner.local.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if inner.status.ended() && !matches!(inner.rx.lock().ring.is_ready(), Ok(true)) {
+            // A corrupt session delivers nothing more: what is left in its ring never drains.
+            if inner.status.is(FAILED)
+                || (inner.status.ended() && !matches!(inner.rx.lock().ring.is_ready(), Ok(true)))
+            {
                 return;
             }
             notified.await;

@@ -11,38 +11,24 @@ pub(crate) const CLOSED: u8 = 1;
 pub(crate) const PEER_CLOSED: u8 = 2;
 /// The peer is gone (closed or died).
 pub(crate) const PEER_GONE: u8 = 4;
-/// Set once the failure is recorded.
+/// Set once the corruption detail is recorded.
 pub(crate) const FAILED: u8 = 8;
+/// Set once a wait found that it cannot sleep (the doorbell's I/O driver, the tokio runtime
+/// that created the session, has shut down); the cause is recorded with it.
+pub(crate) const WAIT_FAILED: u8 = 16;
 
-/// Why a session failed: the first failure recorded is the one every later call reports.
-#[derive(Debug, Clone)]
-enum Failure {
-    /// The peer broke the protocol (what it wrote into shared memory or on the socket).
-    Corrupt(String),
-    /// This process can no longer wait on the session (its doorbell's I/O driver, the tokio
-    /// runtime that created the session, has shut down).
-    Io(std::io::ErrorKind, String),
-}
-
-impl Failure {
-    fn error(&self) -> TransportError {
-        match self {
-            Failure::Corrupt(d) => TransportError::corrupt(d.clone()),
-            Failure::Io(kind, d) => TransportError::Io(std::io::Error::new(*kind, d.clone())),
-        }
-    }
-}
-
-/// Session status flags and the failure.
+/// Session status flags, the corruption detail and why waiting failed.
 #[derive(Default)]
 pub(crate) struct Status {
-    /// [`CLOSED`] | [`PEER_CLOSED`] | [`PEER_GONE`] | [`FAILED`]; bits are only ever set.
+    /// [`CLOSED`] | [`PEER_CLOSED`] | [`PEER_GONE`] | [`FAILED`] | [`WAIT_FAILED`]; bits are
+    /// only ever set.
     flags: AtomicU8,
-    failure: Mutex<Option<Failure>>,
+    corrupt: Mutex<Option<String>>,
+    wait_failure: Mutex<Option<(std::io::ErrorKind, String)>>,
 }
 
-/// Takes the failure's lock. A poisoned lock carries no broken invariant: the value is a whole
-/// `Option<Failure>` at every point a panic could leave from.
+/// Takes the detail's lock. A poisoned lock carries no broken invariant: the value is a whole
+/// `Option<String>` at every point a panic could leave from.
 fn lock_std<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -65,39 +51,48 @@ impl Status {
         self.flags.fetch_or(bit, Ordering::AcqRel) & bit != 0
     }
 
-    /// Records `detail` as the way the peer broke the protocol, unless a failure is recorded
-    /// already. True when this call recorded it.
+    /// Records `detail` as the reason the session failed, unless one is recorded already.
+    /// True when this call recorded it.
     pub(crate) fn fail(&self, detail: String) -> bool {
-        tracing::warn!(backend = "shm", %detail, "session closed: the peer broke the protocol");
-        self.record(Failure::Corrupt(detail))
-    }
-
-    /// Records that this process can no longer wait on the session (`e`, from its doorbell),
-    /// unless a failure is recorded already; returns the error every later call reports.
-    pub(crate) fn fail_io(&self, e: &std::io::Error) -> TransportError {
-        let detail = format!(
-            "cannot wait on the session's doorbell: {e} (was the tokio runtime that created the session shut down?)"
-        );
-        tracing::warn!(backend = "shm", %detail, "session closed");
-        self.record(Failure::Io(e.kind(), detail));
-        self.failure_error().unwrap_or(TransportError::Closed)
-    }
-
-    fn record(&self, f: Failure) -> bool {
-        let mut c = lock_std(&self.failure);
+        let mut c = lock_std(&self.corrupt);
         if c.is_some() {
             return false;
         }
-        *c = Some(f);
+        tracing::warn!(backend = "shm", %detail, "session closed: the peer broke the protocol");
+        *c = Some(detail);
         self.set(FAILED);
         true
     }
 
-    /// The error of the recorded failure, once the session failed (the callers check the
-    /// `FAILED` flag first).
+    /// Records that a wait of this session cannot sleep (`e`, from its doorbell), unless that
+    /// is recorded already, and returns the `Io` error it means. Nothing else stops: frames in
+    /// the ring are still taken and sends that find room still publish; a receive that finds
+    /// the ring empty reports this error instead of waiting ([`Status::recv_end`]), and so does
+    /// every other call that would have to wait.
+    pub(crate) fn fail_wait(&self, e: &std::io::Error) -> TransportError {
+        let mut w = lock_std(&self.wait_failure);
+        if w.is_none() {
+            let detail = format!(
+                "cannot wait on the session's doorbell: {e} (the tokio runtime that created the \
+                 session has shut down)"
+            );
+            tracing::warn!(backend = "shm", %detail, "session cannot wait any more");
+            *w = Some((e.kind(), detail));
+            self.set(WAIT_FAILED);
+        }
+        let (kind, detail) = w
+            .as_ref()
+            .map_or((e.kind(), e.to_string()), |(k, d)| (*k, d.clone()));
+        TransportError::Io(std::io::Error::new(kind, detail))
+    }
+
+    /// The `Corrupt` error with the recorded detail, once the session failed (the callers
+    /// check the `FAILED` flag first).
     #[cold]
-    pub(crate) fn failure_error(&self) -> Option<TransportError> {
-        lock_std(&self.failure).as_ref().map(Failure::error)
+    pub(crate) fn corrupt_error(&self) -> Option<TransportError> {
+        lock_std(&self.corrupt)
+            .as_ref()
+            .map(|d| TransportError::corrupt(d.clone()))
     }
 
     /// Why sending cannot proceed, if it cannot.
@@ -118,16 +113,25 @@ impl Status {
             return Some(TransportError::Closed);
         }
         if f & FAILED != 0
-            && let Some(e) = self.failure_error()
+            && let Some(e) = self.corrupt_error()
         {
             return Some(e);
         }
         Self::end_error(f)
     }
 
-    /// Why receiving ends once the ring is drained.
+    /// Why receiving ends once the ring is drained: the peer's end, or a failed wait.
     pub(crate) fn recv_end(&self) -> Option<TransportError> {
-        Self::end_error(self.get())
+        let f = self.get();
+        Self::end_error(f).or_else(|| {
+            (f & WAIT_FAILED != 0)
+                .then(|| {
+                    lock_std(&self.wait_failure)
+                        .as_ref()
+                        .map(|(k, d)| TransportError::Io(std::io::Error::new(*k, d.clone())))
+                })
+                .flatten()
+        })
     }
 
     /// The end the peer's flags in `f` announce: a graceful close wins over its death (the
@@ -142,13 +146,13 @@ impl Status {
         }
     }
 
-    /// Why a receive cannot take a frame: closed, or failed.
+    /// Why a receive cannot take a frame: closed, or corrupt.
     #[cold]
     pub(crate) fn take_blocker(&self) -> TransportError {
         if self.is(CLOSED) {
             return TransportError::Closed;
         }
-        self.failure_error().unwrap_or(TransportError::Closed)
+        self.corrupt_error().unwrap_or(TransportError::Closed)
     }
 
     /// The session has ended for a receiver: closed here, corrupt, or the peer is gone.
