@@ -4,7 +4,7 @@
 use crate::NetConfig;
 use crate::gauges::Gauges;
 use crate::out::Out;
-use crate::shared::{End, Pending, Sending, Shared, State, Write, lock};
+use crate::shared::{End, Pending, Sending, Shared, State, TaskGuard, Write, lock};
 use crate::sock::Sock;
 use crate::wire::{self, HELLO_LEN, Hello};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -103,8 +103,10 @@ impl NetTransport {
             span,
         });
         tracing::info!(parent: &shared.span, role, max_payload, "session opened");
-        tokio::spawn(crate::reader::run(shared.clone()));
-        tokio::spawn(crate::writer::run(shared.clone()));
+        // The guards exist before the tasks are spawned: a runtime that shuts down before
+        // polling a task still drops them with it (see `TaskGuard`).
+        tokio::spawn(crate::reader::run(TaskGuard::new(shared.clone(), true)));
+        tokio::spawn(crate::writer::run(TaskGuard::new(shared.clone(), false)));
         Ok(NetTransport { shared })
     }
 }

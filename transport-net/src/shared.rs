@@ -10,7 +10,7 @@ use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Relaxed},
 };
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 use transport_api::{Frame, Result, TransportError};
@@ -29,10 +29,13 @@ pub(crate) enum End {
     PeerDied,
     /// The peer broke the protocol.
     Corrupt(String),
-    /// The session's reader or writer task was dropped before it finished: the tokio runtime
-    /// it was spawned on (the one that created the session) shut down, and nothing reads or
-    /// writes the socket any more.
-    TasksGone,
+    /// The session's reader or writer task was dropped before it finished (the tokio runtime
+    /// it was spawned on, the one that created the session, shut down) or panicked: nothing
+    /// reads or writes the socket any more.
+    TasksGone {
+        /// The task panicked (a bug in this crate) rather than being dropped with its runtime.
+        panicked: bool,
+    },
 }
 
 impl End {
@@ -41,32 +44,41 @@ impl End {
             End::LocalClose | End::PeerClose => TransportError::Closed,
             End::PeerDied => TransportError::PeerDied,
             End::Corrupt(d) => TransportError::corrupt(d.clone()),
-            End::TasksGone => TransportError::Io(std::io::Error::other(
+            End::TasksGone { panicked: false } => TransportError::Io(std::io::Error::other(
                 "the tokio runtime that created this session (and runs its socket's reader and \
                  writer) has shut down",
+            )),
+            End::TasksGone { panicked: true } => TransportError::Io(std::io::Error::other(
+                "the session's socket reader or writer task panicked",
             )),
         }
     }
 }
 
-/// Held by the reader and writer tasks for their whole run: dropped before [`TaskGuard::done`],
-/// that is with the task itself when its runtime shuts down, it ends the session
-/// ([`End::TasksGone`]) and wakes every waiter, so that calls made from another runtime fail
-/// instead of waiting for a task that no longer exists.
-pub(crate) struct TaskGuard<'a> {
-    sh: &'a Shared,
+/// Made before the reader or writer task is spawned and moved into it: dropped before
+/// [`TaskGuard::done`], that is with the task when its runtime shuts down (whether or not the
+/// task ever ran) or when it panics, it ends the session ([`End::TasksGone`]) and wakes every
+/// waiter, so that calls made from another runtime fail instead of waiting for a task that no
+/// longer exists.
+pub(crate) struct TaskGuard {
+    sh: Arc<Shared>,
     reader: bool,
     finished: bool,
 }
 
-impl<'a> TaskGuard<'a> {
+impl TaskGuard {
     /// The guard of the reader task (`reader`) or of the writer task.
-    pub(crate) fn new(sh: &'a Shared, reader: bool) -> TaskGuard<'a> {
+    pub(crate) fn new(sh: Arc<Shared>, reader: bool) -> TaskGuard {
         TaskGuard {
             sh,
             reader,
             finished: false,
         }
+    }
+
+    /// The session the task serves.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.sh
     }
 
     /// The task ran to its end (it reported how the session ended itself).
@@ -75,15 +87,18 @@ impl<'a> TaskGuard<'a> {
     }
 }
 
-impl Drop for TaskGuard<'_> {
+impl Drop for TaskGuard {
     fn drop(&mut self) {
         if self.finished {
             return;
         }
+        let end = End::TasksGone {
+            panicked: std::thread::panicking(),
+        };
         if self.reader {
-            self.sh.reader_ended(End::TasksGone);
+            self.sh.reader_ended(end);
         } else {
-            self.sh.finish(End::TasksGone);
+            self.sh.finish(end);
         }
     }
 }
@@ -235,6 +250,9 @@ impl Shared {
                 tracing::info!(parent: &self.span, "session closed by the peer")
             }
             (None, End::PeerDied) => tracing::warn!(parent: &self.span, "peer died"),
+            (None, End::TasksGone { .. }) => {
+                tracing::warn!(parent: &self.span, error = %end.error(), "session ended")
+            }
             (_, End::Corrupt(d)) => {
                 tracing::warn!(parent: &self.span, detail = %d, "corrupt input from the peer; session ended")
             }

@@ -5,7 +5,6 @@
 
 use crate::shared::{Shared, TaskGuard, lock};
 use crate::wire;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::time::Instant;
 /// What the writer does next after looking at the session.
@@ -46,9 +45,8 @@ fn queue_control(sh: &Shared) -> Next {
 
 /// The writer task of one session: writes what sending tasks left queued, grants credit,
 /// keeps the link alive when idle, and sends the close after the last frame.
-pub(crate) async fn run(sh: Arc<Shared>) {
-    let guard = TaskGuard::new(&sh, false);
-    write_until_end(&sh).await;
+pub(crate) async fn run(guard: TaskGuard) {
+    write_until_end(guard.shared()).await;
     guard.done();
 }
 

@@ -147,9 +147,10 @@ async fn bad_ports_hosts_and_options_are_config_errors_naming_them() {
 }
 
 /// A session's reader and writer tasks run on the runtime that created it. When that runtime
-/// shuts down, the session ends with an `Io` error naming the cause: a `recv` made from another
-/// runtime fails at once instead of waiting forever for frames nothing reads, and so does a
-/// `send`.
+/// shuts down, the session ends with an `Io` error naming the cause, whether or not the tasks
+/// ever ran: a `recv` made from another runtime fails at once instead of waiting forever for
+/// frames nothing reads, and so does a `send`. Checked for both ends of a pair made on one
+/// runtime, and for a client whose runtime did nothing but connect (its tasks never ran).
 #[test]
 fn a_session_whose_runtime_shut_down_fails_instead_of_hanging() {
     let runtime = || {
@@ -158,30 +159,49 @@ fn a_session_whose_runtime_shut_down_fails_instead_of_hanging() {
             .build()
             .unwrap()
     };
+    let cfg = NetConfig::default();
     let first = runtime();
     let (a, b) = first.block_on(async {
-        let listener = NetListener::bind_tcp("127.0.0.1:0", NetConfig::default())
+        let listener = NetListener::bind_tcp("127.0.0.1:0", cfg.clone())
             .await
             .unwrap();
         let addr = listener.local_address();
-        let cfg = NetConfig::default();
         let (a, b) = tokio::join!(listener.accept(), transport_net::connect_tcp(&addr, &cfg));
         (a.unwrap(), b.unwrap())
     });
     drop(first);
-    let (recv, send) = runtime().block_on(async {
-        let limit = std::time::Duration::from_secs(20);
-        let recv = tokio::time::timeout(limit, a.recv())
-            .await
-            .expect("recv waited for a reader that no longer exists");
-        let frame = transport_api::Frame::new(vec![1u8; 8]);
-        let send = tokio::time::timeout(limit, a.send(frame))
-            .await
-            .expect("send waited for a writer that no longer exists");
-        (recv, send)
-    });
-    let (_, message) = io_error(recv.map(|_| ()));
-    assert!(message.contains("runtime"), "{message}");
-    io_error(send);
-    drop(b);
+    // A server that keeps running, and a client made on a runtime that only connects.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = server
+        .block_on(NetListener::bind_tcp("127.0.0.1:0", cfg.clone()))
+        .unwrap();
+    let addr = listener.local_address();
+    let accepted = server.spawn(async move { listener.accept().await });
+    let connecting = runtime();
+    let c = connecting
+        .block_on(transport_net::connect_tcp(&addr, &cfg))
+        .unwrap();
+    drop(connecting);
+    let _served = server.block_on(accepted).unwrap().unwrap();
+    let later = runtime();
+    for (name, t) in [("accepted", &a), ("connected", &b), ("connect-only", &c)] {
+        let (recv, send) = later.block_on(async {
+            let limit = std::time::Duration::from_secs(20);
+            let recv = tokio::time::timeout(limit, t.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{name}: recv waited for a reader that is gone"));
+            let frame = transport_api::Frame::new(vec![1u8; 8]);
+            let send = tokio::time::timeout(limit, t.send(frame))
+                .await
+                .unwrap_or_else(|_| panic!("{name}: send waited for a writer that is gone"));
+            (recv, send)
+        });
+        let (_, message) = io_error(recv.map(|_| ()));
+        assert!(message.contains("runtime"), "{name}: {message}");
+        io_error(send);
+    }
 }
