@@ -2,8 +2,8 @@
 //! process, the two endpoints on two threads pinned to CPUs 0 and 1, each with its own
 //! current-thread runtime. It skips the benchmark's process and peer set-up, so a change can be
 //! measured in seconds; the numbers reported in the README come from `transport-bench`. The
-//! pair is made on a third runtime that keeps running, whose worker wakes a parked end: made
-//! for the busy path, where nobody parks.
+//! pair is made on a third runtime that keeps running (one unpinned worker), whose worker wakes
+//! a parked end; the probe is meant for the busy path, where neither end parks.
 //!
 //! ```sh
 //! cargo build --release -p transport-bench --bin pair-threads
