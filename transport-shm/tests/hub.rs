@@ -986,3 +986,45 @@ async fn host_death_wakes_every_peer() {
     // The killed host could not remove its socket file.
     let _ = std::fs::remove_file(&path);
 }
+
+/// The hub's listener, admin and monitor tasks belong to the runtime that bound it. Once that
+/// runtime has shut down, `recv_any` and `accept` called from another runtime fail with `Io`
+/// naming the cause, instead of waiting for frames and peers that can no longer arrive.
+#[test]
+fn a_hub_whose_runtime_shut_down_fails_instead_of_hanging() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let path = sock_path("runtime-gone");
+    let first = runtime();
+    let (hub, peer) = first.block_on(async {
+        let hub = HubHost::bind(&path, config(4)).unwrap();
+        let (accepted, peer) = tokio::join!(hub.accept(), transport_shm::connect(&path));
+        accepted.unwrap();
+        (hub, peer.unwrap())
+    });
+    drop(first);
+    let (any, accepted) = runtime().block_on(async {
+        let limit = Duration::from_secs(20);
+        let any = tokio::time::timeout(limit, hub.recv_any())
+            .await
+            .expect("recv_any waited for peers that can no longer arrive");
+        let accepted = tokio::time::timeout(limit, hub.accept())
+            .await
+            .expect("accept waited on a listener nothing drives");
+        (any, accepted)
+    });
+    match any {
+        Err(TransportError::Io(e)) => assert!(e.to_string().contains("runtime"), "{e}"),
+        other => panic!("recv_any: {other:?}"),
+    }
+    assert!(
+        matches!(accepted, Err(TransportError::Io(_))),
+        "accept: {:?}",
+        accepted.map(|(id, _)| id)
+    );
+    drop(peer);
+}

@@ -7,7 +7,7 @@ use super::monitor::monitor;
 use super::peer::{PeerId, PeerInfo, PeerState};
 use super::table::Entry;
 use super::table::lock;
-use super::table::{NewRegion, Region, Reservation, Shared, State};
+use super::table::{NewRegion, Region, Reservation, RuntimeGuard, Shared, State};
 use crate::core::layout::Layout;
 use crate::core::wire::hub_hello;
 use crate::os::mapping::SharedBytes;
@@ -94,6 +94,7 @@ impl HubHost {
                 peers: BTreeMap::new(),
                 next_generation: 1,
                 closed: false,
+                runtime_gone: false,
             }),
             region_freed: Notify::new(),
             peers_changed: Notify::new(),
@@ -103,9 +104,14 @@ impl HubHost {
             path,
         });
         let weak = Arc::downgrade(&shared);
-        let admin = tokio::spawn(admin::serve(admin_listener, move || {
-            weak.upgrade().map(|sh| sh.report())
-        }));
+        let guard = RuntimeGuard {
+            shared: weak.clone(),
+            finished: false,
+        };
+        let admin = tokio::spawn(async move {
+            admin::serve(admin_listener, move || weak.upgrade().map(|sh| sh.report())).await;
+            guard.done();
+        });
         Ok(HubHost {
             shared,
             listener,
@@ -147,8 +153,11 @@ impl HubHost {
             let changed = sh.peers_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if lock(&sh.state).closed {
-                return Err(TransportError::Closed);
+            {
+                let st = lock(&sh.state);
+                if st.closed {
+                    return Err(st.closed_error());
+                }
             }
             // `close` wakes `peers_changed`; any other wake-up only re-checks `closed`.
             let stream = tokio::select! {
@@ -290,7 +299,7 @@ impl HubHost {
             let draining: Vec<Arc<ShmTransport>> = {
                 let mut st = lock(&sh.state);
                 if st.closed {
-                    return Err(TransportError::Closed);
+                    return Err(st.closed_error());
                 }
                 if let Some(r) = st.regions.iter().position(|r| matches!(r, Region::Free)) {
                     st.regions[r] = Region::Reserved;

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
-use transport_api::{Frame, Result, Transport, TransportError};
+use transport_api::{Frame, Result, Transport};
 
 /// What one lock-free pass over a [`Snapshot`] found.
 enum Ready {
@@ -62,7 +62,8 @@ impl HubHost {
     ///
     /// Peers whose session ends are dropped from the rotation (with a `tracing` event) once
     /// their last frames were delivered; they never make `recv_any` fail. Returns `Closed` once
-    /// the hub is closed. With no peer attached it waits for one. Cancel-safe: a dropped
+    /// the hub is closed, `Io` once the tokio runtime that bound it has shut down (nothing can
+    /// admit a peer any more). With no peer attached it waits for one. Cancel-safe: a dropped
     /// `recv_any` consumes no frame.
     pub async fn recv_any(&self) -> Result<(PeerId, Frame)> {
         let sh = &self.shared;
@@ -164,7 +165,7 @@ impl Shared {
     pub(super) fn snapshot(&self) -> Result<Snapshot> {
         let st = lock(&self.state);
         if st.closed {
-            return Err(TransportError::Closed);
+            return Err(st.closed_error());
         }
         // Read under the lock: a change made after this snapshot moves the count after it, so
         // a stale snapshot is always noticed (one made just before may move it after too: one

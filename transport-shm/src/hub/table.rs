@@ -52,6 +52,64 @@ pub(super) struct State {
     pub(super) peers: BTreeMap<PeerId, Entry>,
     pub(super) next_generation: u64,
     pub(super) closed: bool,
+    /// The hub closed because the tokio runtime that bound it shut down (see
+    /// [`RuntimeGuard`]), not by [`HubHost::close`](super::HubHost::close).
+    pub(super) runtime_gone: bool,
+}
+
+impl State {
+    /// What `accept` and `recv_any` report once the hub is closed.
+    pub(super) fn closed_error(&self) -> TransportError {
+        if self.runtime_gone {
+            TransportError::Io(std::io::Error::other(
+                "the tokio runtime that bound this hub has shut down (its listener, admin and \
+                 monitor tasks are gone)",
+            ))
+        } else {
+            TransportError::Closed
+        }
+    }
+}
+
+/// Made before the hub's admin task is spawned and moved into it, holding no strong reference
+/// to the hub. Dropped before [`RuntimeGuard::done`], that is with the task when the runtime
+/// that bound the hub shuts down (whether or not the task ever ran), it closes a hub that is
+/// still open, so that `accept` and `recv_any` called from another runtime fail instead of
+/// waiting for peers that can no longer be admitted. [`HubHost`](super::HubHost)'s own drop
+/// closes the hub before it aborts the task, so the guard then finds it closed.
+pub(super) struct RuntimeGuard {
+    pub(super) shared: Weak<Shared>,
+    pub(super) finished: bool,
+}
+
+impl RuntimeGuard {
+    /// The task ended on its own.
+    pub(super) fn done(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        let Some(sh) = self.shared.upgrade() else {
+            return;
+        };
+        if self.finished {
+            return;
+        }
+        {
+            let mut st = lock(&sh.state);
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            st.runtime_gone = true;
+        }
+        tracing::warn!(backend = "hub", path = %sh.path.display(),
+            "the runtime that bound the hub shut down; the hub is closed");
+        sh.members_changed();
+        sh.region_freed.notify_waiters();
+    }
 }
 
 pub(super) struct Shared {
