@@ -249,3 +249,48 @@ fn waiting_after_the_creating_runtime_shut_down_fails_instead_of_spinning() {
         "{after_readable:?}"
     );
 }
+
+/// The same for `alloc`: with the only slot of its class held, an `alloc` that must wait for
+/// it after the creating runtime shut down fails with `Io` instead of spinning.
+#[test]
+fn an_alloc_that_must_wait_after_the_runtime_shut_down_fails() {
+    use crate::core::layout::{Geometry, SlotClass};
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let config = crate::ShmConfig {
+        spin: std::time::Duration::ZERO,
+        geometry: Geometry {
+            ring_capacity: 64,
+            classes: vec![SlotClass {
+                slot_size: 4096,
+                slot_count: 1,
+            }],
+        },
+        ..Default::default()
+    };
+    let (a, _b) = first.block_on(crate::pair(config)).unwrap();
+    drop(first);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let outcome = runtime().block_on(async {
+            let held = a.alloc(1000).await;
+            let second = a.alloc(1000).await.map(|b| b.len());
+            (held.map(|b| b.len()), second)
+        });
+        let _ = tx.send(outcome);
+    });
+    let (held, second) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("alloc neither returned nor failed: its wait loop spun");
+    waiter.join().unwrap();
+    assert_eq!(held.ok(), Some(1000));
+    match second {
+        Err(TransportError::Io(e)) => assert!(e.to_string().contains("runtime"), "{e}"),
+        other => panic!("second alloc: {other:?}"),
+    }
+}
