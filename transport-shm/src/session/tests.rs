@@ -196,6 +196,49 @@ async fn the_peers_payload_memory_is_mapped_read_only() {
     }
 }
 
+/// Makes a pair with `config` (spin 0 whatever it says) on a current-thread runtime that is
+/// shut down right after, then runs `body` with both ends on a fresh runtime, on a thread of
+/// its own: a wait that busy-loops never lets a timer fire, so the 20 s limit is kept from
+/// outside (its expiry fails the test).
+fn after_the_creating_runtime_shut_down<T: Send + 'static, F>(
+    config: crate::ShmConfig,
+    body: impl FnOnce(ShmTransport, ShmTransport) -> F + Send + 'static,
+) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let config = crate::ShmConfig {
+        spin: std::time::Duration::ZERO,
+        ..config
+    };
+    let first = runtime();
+    let (a, b) = first.block_on(crate::pair(config)).unwrap();
+    drop(first);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(runtime().block_on(body(a, b)));
+    });
+    let outcome = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the call neither returned nor failed: its wait loop spun");
+    worker.join().unwrap();
+    outcome
+}
+
+/// The `Io` error's message, or a panic naming what came instead.
+fn io_message<T: std::fmt::Debug>(what: &str, r: Result<T>) -> String {
+    match r {
+        Err(TransportError::Io(e)) => e.to_string(),
+        other => panic!("{what}: expected an Io error, got {other:?}"),
+    }
+}
+
 /// A session's doorbell is registered with the I/O driver of the runtime that created it.
 /// Once that runtime has shut down, a wait can no longer sleep: the call that must wait fails
 /// with `Io` (naming the cause) instead of retrying its park in a loop that burns the CPU and
@@ -203,23 +246,8 @@ async fn the_peers_payload_memory_is_mapped_read_only() {
 /// delivered, and a receive that finds the ring empty reports the error at once.
 #[test]
 fn waiting_after_the_creating_runtime_shut_down_fails_instead_of_spinning() {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let first = runtime();
-    let config = crate::ShmConfig {
-        spin: std::time::Duration::ZERO,
-        ..Default::default()
-    };
-    let (a, b) = first.block_on(crate::pair(config)).unwrap();
-    drop(first);
-    // On a thread of its own: a busy loop inside `recv` would never let a timer fire.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let outcome = runtime().block_on(async {
+    let (recv, sent, delivered, empty, after_readable) =
+        after_the_creating_runtime_shut_down(crate::ShmConfig::default(), |a, b| async move {
             let recv = a.recv().await;
             let sent = b.send(Frame::new(vec![7u8; 8]).msg_id(9)).await;
             let delivered = a.try_recv();
@@ -228,26 +256,15 @@ fn waiting_after_the_creating_runtime_shut_down_fails_instead_of_spinning() {
             let after_readable = a.try_recv();
             (recv, sent, delivered, empty, after_readable)
         });
-        let _ = tx.send(outcome);
-    });
-    let (recv, sent, delivered, empty, after_readable) = rx
-        .recv_timeout(std::time::Duration::from_secs(20))
-        .expect("recv neither returned nor failed: its wait loop spun");
-    waiter.join().unwrap();
-    match recv {
-        Err(TransportError::Io(e)) => assert!(e.to_string().contains("runtime"), "{e}"),
-        other => panic!("recv: {other:?}"),
-    }
+    let message = io_message("recv", recv);
+    assert!(message.contains("runtime"), "{message}");
     assert!(sent.is_ok(), "a send that finds room publishes: {sent:?}");
     match delivered {
         Ok(Some(f)) => assert_eq!((f.header.msg_id, f.bytes().to_vec()), (9, vec![7u8; 8])),
         other => panic!("the frame sent after the failure: {other:?}"),
     }
-    assert!(matches!(empty, Err(TransportError::Io(_))), "{empty:?}");
-    assert!(
-        matches!(after_readable, Err(TransportError::Io(_))),
-        "{after_readable:?}"
-    );
+    io_message("try_recv on the empty ring", empty);
+    io_message("try_recv after readable", after_readable);
 }
 
 /// The same for `alloc`: with the only slot of its class held, an `alloc` that must wait for
@@ -255,15 +272,7 @@ fn waiting_after_the_creating_runtime_shut_down_fails_instead_of_spinning() {
 #[test]
 fn an_alloc_that_must_wait_after_the_runtime_shut_down_fails() {
     use crate::core::layout::{Geometry, SlotClass};
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let first = runtime();
     let config = crate::ShmConfig {
-        spin: std::time::Duration::ZERO,
         geometry: Geometry {
             ring_capacity: 64,
             classes: vec![SlotClass {
@@ -273,24 +282,14 @@ fn an_alloc_that_must_wait_after_the_runtime_shut_down_fails() {
         },
         ..Default::default()
     };
-    let (a, _b) = first.block_on(crate::pair(config)).unwrap();
-    drop(first);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let outcome = runtime().block_on(async {
-            let held = a.alloc(1000).await;
-            let second = a.alloc(1000).await.map(|b| b.len());
-            (held.map(|b| b.len()), second)
-        });
-        let _ = tx.send(outcome);
+    let (held, second) = after_the_creating_runtime_shut_down(config, |a, b| async move {
+        // The peer stays open throughout: only the wait may fail.
+        let _peer = b;
+        let held = a.alloc(1000).await;
+        let second = a.alloc(1000).await.map(|b| b.len());
+        (held.map(|b| b.len()), second)
     });
-    let (held, second) = rx
-        .recv_timeout(std::time::Duration::from_secs(20))
-        .expect("alloc neither returned nor failed: its wait loop spun");
-    waiter.join().unwrap();
     assert_eq!(held.ok(), Some(1000));
-    match second {
-        Err(TransportError::Io(e)) => assert!(e.to_string().contains("runtime"), "{e}"),
-        other => panic!("second alloc: {other:?}"),
-    }
+    let message = io_message("second alloc", second);
+    assert!(message.contains("runtime"), "{message}");
 }
