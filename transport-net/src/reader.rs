@@ -25,9 +25,8 @@ enum Step {
 /// The reader task of one session. Ends when the link ends: graceful close, end of stream,
 /// reset, silence longer than the keep-alive timeout, or corrupt input.
 pub(crate) async fn run(guard: TaskGuard) {
-    let sh = guard.shared().clone();
-    let end = read_until_end(sh.clone()).await;
-    sh.reader_ended(end);
+    let end = read_until_end(guard.shared().clone()).await;
+    guard.shared().reader_ended(end);
     guard.done();
 }
 

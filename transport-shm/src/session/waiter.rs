@@ -50,8 +50,8 @@ impl Inner {
     /// [`Inner::waiting`] guard and re-checks its condition after every return. Cancel-safe.
     /// An error means the doorbell can no longer be awaited (the I/O driver of the runtime
     /// that created the session has shut down): returning at once instead would turn every
-    /// wait into a busy loop that burns the CPU and never sleeps; the caller fails the session
-    /// with it ([`Inner::fail_io`]).
+    /// wait into a busy loop that burns the CPU and never sleeps; the caller records it and
+    /// fails its wait with it ([`Inner::fail_io`]).
     ///
     /// A ring of the doorbell is answered without reading the eventfd: every write raises a new
     /// readiness edge whatever its count holds, so clearing tokio's readiness is all a wake-up

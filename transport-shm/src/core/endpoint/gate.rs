@@ -71,19 +71,16 @@ impl Status {
     /// every other call that would have to wait.
     pub(crate) fn fail_wait(&self, e: &std::io::Error) -> TransportError {
         let mut w = lock_std(&self.wait_failure);
-        if w.is_none() {
+        let (kind, detail) = w.get_or_insert_with(|| {
             let detail = format!(
                 "cannot wait on the session's doorbell: {e} (the tokio runtime that created the \
                  session has shut down)"
             );
             tracing::warn!(backend = "shm", %detail, "session cannot wait any more");
-            *w = Some((e.kind(), detail));
             self.set(WAIT_FAILED);
-        }
-        let (kind, detail) = w
-            .as_ref()
-            .map_or((e.kind(), e.to_string()), |(k, d)| (*k, d.clone()));
-        TransportError::Io(std::io::Error::new(kind, detail))
+            (e.kind(), detail)
+        });
+        TransportError::Io(std::io::Error::new(*kind, detail.clone()))
     }
 
     /// The `Corrupt` error with the recorded detail, once the session failed (the callers
@@ -123,14 +120,18 @@ impl Status {
     /// Why receiving ends once the ring is drained: the peer's end, or a failed wait.
     pub(crate) fn recv_end(&self) -> Option<TransportError> {
         let f = self.get();
+        // The flag first: an empty ring asks this on every try of a spin, and the lock is taken
+        // only once a wait has failed.
         Self::end_error(f).or_else(|| {
-            (f & WAIT_FAILED != 0)
-                .then(|| {
-                    lock_std(&self.wait_failure)
-                        .as_ref()
-                        .map(|(k, d)| TransportError::Io(std::io::Error::new(*k, d.clone())))
-                })
-                .flatten()
+            if f & WAIT_FAILED == 0 {
+                return None;
+            }
+            let w = lock_std(&self.wait_failure);
+            let (kind, detail) = w.as_ref()?;
+            Some(TransportError::Io(std::io::Error::new(
+                *kind,
+                detail.clone(),
+            )))
         })
     }
 
