@@ -26,7 +26,9 @@ options:
                        spin) with its median: robust against the machine changing speed
   -h, --help           print this help
 
-rows: spin (shared-memory spin lower bound), eventfd (kernel wake), eventfd-rt, eventfd-rt-mt
+rows: spin (shared-memory spin lower bound), eventfd (kernel wake), eventfd-spin (the parent
+      spins for the answer: one wake per round trip, the floor of an idle-gap round trip),
+      eventfd-rt, eventfd-rt-mt
       (the eventfd ping-pong through tokio's AsyncFd, current-thread / multi-thread runtimes),
       unix (tokio UnixStream),
       unix-mt (as unix, multi-thread runtimes), unix-t (the Transport trait over a Unix

@@ -7,6 +7,11 @@
 //! each side writing the other's and awaiting its own readiness, then reading it (the
 //! measurement runs where [`cross::drive`] runs every row's). The blocking row runs the same
 //! loop inside a current-thread runtime's `block_on`, where it never waits on the runtime.
+//!
+//! Baseline `eventfd-spin`: the parent spins on a non-blocking eventfd for the answer while the
+//! peer blocks reading its own, so a round trip takes one kernel wake (the peer's) and no
+//! runtime. Its idle-gap round trip is the floor for any transport that must wake a parked
+//! peer once: what the kernel and the machine charge for that wake alone.
 
 use super::cli::ChildArgs;
 use super::cross::{self, Flavor, runtime_of};
@@ -49,6 +54,8 @@ enum Inbox {
     Blocking(Arc<OwnedFd>),
     /// Through the reactor of the runtime it was registered with (`eventfd-rt` rows).
     Reactor(Arc<AsyncFd<OwnedFd>>),
+    /// Non-blocking reads in a loop until one finds a count (the parent of `eventfd-spin`).
+    Spinning(Arc<OwnedFd>),
 }
 
 impl Inbox {
@@ -64,6 +71,13 @@ impl Inbox {
     async fn take(&self) -> BenchResult<u64> {
         let fd = match self {
             Inbox::Blocking(fd) => return Ok(read_count(&**fd)?),
+            Inbox::Spinning(fd) => loop {
+                match read_count(&**fd) {
+                    Ok(v) => return Ok(v),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                    Err(e) => return Err(e.into()),
+                }
+            },
             Inbox::Reactor(fd) => fd,
         };
         loop {
@@ -105,20 +119,42 @@ impl EventfdSession {
         name: &str,
         flavor: Option<Flavor>,
     ) -> BenchResult<EventfdSession> {
+        Self::start_with(place, name, flavor, false)
+    }
+
+    /// The parent of the `eventfd-spin` row: it spins for the answer, the peer (the blocking
+    /// row's) blocks.
+    pub fn start_spinning(place: &PlaceCtx) -> BenchResult<EventfdSession> {
+        Self::start_with(place, "eventfd-spin", None, true)
+    }
+
+    fn start_with(
+        place: &PlaceCtx,
+        name: &str,
+        flavor: Option<Flavor>,
+        parent_spins: bool,
+    ) -> BenchResult<EventfdSession> {
         // No close-on-exec: the child inherits them and is told their numbers. Non-blocking
-        // (a flag of the open file, so for both processes) where a runtime waits on them.
+        // (a flag of the open file, so for both processes) where a runtime or the spinning
+        // parent waits on them.
         let flags = match flavor {
             None => EventfdFlags::empty(),
             Some(_) => EventfdFlags::NONBLOCK,
         };
         let to_child = eventfd(0, flags)?;
-        let to_parent = eventfd(0, flags)?;
+        let to_parent = match parent_spins {
+            true => eventfd(0, EventfdFlags::NONBLOCK)?,
+            false => eventfd(0, flags)?,
+        };
         let fds = [to_child.as_raw_fd(), to_parent.as_raw_fd()];
         let child = ChildProc::spawn(place, name, &fds, None)?;
         let rt = runtime_of(flavor.unwrap_or(Flavor::CurrentThread))?;
         let inbox = {
             let _in = rt.enter();
-            Inbox::new(to_parent, flavor)?
+            match parent_spins {
+                true => Inbox::Spinning(Arc::new(to_parent)),
+                false => Inbox::new(to_parent, flavor)?,
+            }
         };
         Ok(EventfdSession {
             to_child: Arc::new(to_child),

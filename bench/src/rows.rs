@@ -86,6 +86,17 @@ pub const ROWS: &[Row] = &[
         child: Some(eventfd::child),
         costs: &[],
     },
+    Row {
+        name: "eventfd-spin",
+        about: "eventfd, the parent spinning for the answer: one kernel wake per round trip",
+        rtt_sizes: &[8],
+        stream_sizes: &[],
+        gaps: true,
+        peer: None,
+        start: |p| Ok(Box::new(eventfd::EventfdSession::start_spinning(p)?)),
+        child: Some(eventfd::child),
+        costs: &[],
+    },
     eventfd_rt(
         "eventfd-rt",
         "eventfd ping-pong through tokio AsyncFd, current-thread runtimes, two processes",
