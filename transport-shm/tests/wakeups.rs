@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use transport_api::{Frame, Transport, TransportError};
 use transport_shm::conformance::small_geometry;
-use transport_shm::{Direction, Geometry, ShmConfig, ShmTransport, pair};
+use transport_shm::{Direction, Geometry, HubConfig, HubHost, ShmConfig, ShmTransport, pair};
 
 /// No lost wake-up when both sides park on every wait (`spin` = 0): 10 000
 /// ping-pongs (inline and slot payloads) complete, each within the hang guard.
@@ -438,4 +438,124 @@ fn every_parked_receive_is_woken_although_the_doorbell_is_never_read() {
     });
     assert_eq!(stats.recv_waits, ROUNDS, "each receive parked exactly once");
     assert_eq!(stats.frames_received, ROUNDS);
+}
+
+/// Runs an echo of `peer` on a thread of its own, answering each request `delay` after it
+/// arrived (its waits are woken through the runtime that created the session).
+fn slow_echo(peer: Arc<ShmTransport>, delay: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            loop {
+                match peer.recv().await {
+                    Ok(f) => {
+                        tokio::time::sleep(delay).await;
+                        peer.send(f).await.unwrap();
+                    }
+                    Err(TransportError::Closed) => return,
+                    Err(e) => panic!("echo: {e}"),
+                }
+            }
+        })
+    })
+}
+
+/// Checks `rounds` of (the request rang the peer, the receive of its answer parked): in the
+/// rounds that rang, from the first one that parked (the first answer timed; one caught within
+/// the spin time by a thread descheduled meanwhile is not timed), at most two later ones park.
+fn assert_answers_awaited_spinning(rounds: &[(bool, bool)]) {
+    let rang: Vec<bool> = rounds.iter().filter(|r| r.0).map(|r| r.1).collect();
+    let first = rang.iter().position(|&parked| parked);
+    assert!(
+        rang.len() >= rounds.len() / 2 && first.is_some(),
+        "the scenario did not happen: too few rings, or no answer awaited parked: (rang, \
+         parked) per round {rounds:?}"
+    );
+    let later_parked = rang[first.unwrap_or(0) + 1..]
+        .iter()
+        .filter(|&&p| p)
+        .count();
+    assert!(
+        later_parked <= 2,
+        "after a timed answer, the answers to rings are awaited spinning: (rang, parked) per \
+         round {rounds:?}"
+    );
+}
+
+/// Spin time of the answer tests, and how long their peer takes to answer (longer).
+const ANSWER_SPIN: Duration = Duration::from_millis(4);
+const ANSWER_DELAY: Duration = Duration::from_millis(6);
+
+/// After ringing a parked peer, a receive keeps spinning past the spin time for as long as the
+/// answer to the previous ring took (at most five times the spin time), instead of parking and
+/// costing the answer a second wake-up. The peer answers each request `ANSWER_DELAY` after it
+/// arrives, longer than the spin time: the first round, with no answer timed yet, parks; the
+/// rounds after it find their answer while still spinning. Rounds where the request found the
+/// peer not yet parked (no ring) are not counted, and two late answers on a loaded machine are
+/// allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_spins_for_the_answer_to_its_ring_instead_of_parking_twice() {
+    let cfg = ShmConfig {
+        spin: ANSWER_SPIN,
+        ..ShmConfig::default()
+    };
+    let (a, b) = pair(cfg).await.unwrap();
+    let b = Arc::new(b);
+    let echo = slow_echo(b.clone(), ANSWER_DELAY);
+    let mut rounds = Vec::new();
+    for i in 0..10 {
+        // The peer has given up spinning for the next request and parks.
+        settle("the peer waits", &*b, |s| s.recv_waits > i).await;
+        let before = a.stats();
+        a.send(Frame::new(pattern(16, i)).msg_id(i)).await.unwrap();
+        let f = guard("the answer", a.recv()).await.unwrap();
+        assert_eq!(f.header.msg_id, i);
+        assert!(f.bytes() == &pattern(16, i)[..]);
+        let after = a.stats();
+        rounds.push((
+            after.wake_syscalls > before.wake_syscalls,
+            after.recv_waits > before.recv_waits,
+        ));
+    }
+    a.close();
+    echo.join().unwrap();
+    assert_answers_awaited_spinning(&rounds);
+}
+
+/// The same through a hub: `recv_any` spins on for the answer to a ring made by any host
+/// session's `send` (they share the timing with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recv_any_spins_for_the_answer_to_a_ring_instead_of_parking_twice() {
+    let path = sock_path("hub-answers");
+    let cfg = HubConfig {
+        spin: ANSWER_SPIN,
+        ..HubConfig::default()
+    };
+    let hub = HubHost::bind(&path, cfg).unwrap();
+    let (accepted, peer) = tokio::join!(hub.accept(), transport_shm::connect(&path));
+    let ((id, host), peer) = (accepted.unwrap(), Arc::new(peer.unwrap()));
+    let echo = slow_echo(peer.clone(), ANSWER_DELAY);
+    let mut rounds = Vec::new();
+    for i in 0..10 {
+        settle("the peer waits", &*peer, |s| s.recv_waits > i).await;
+        let before = host.stats();
+        host.send(Frame::new(pattern(16, i)).msg_id(i))
+            .await
+            .unwrap();
+        let (from, f) = guard("the answer", hub.recv_any()).await.unwrap();
+        assert_eq!((from, f.header.msg_id), (id, i));
+        assert!(f.bytes() == &pattern(16, i)[..]);
+        // `recv_any` parks on the session's `readable`, which counts a receive wait.
+        let after = host.stats();
+        rounds.push((
+            after.wake_syscalls > before.wake_syscalls,
+            after.recv_waits > before.recv_waits,
+        ));
+    }
+    hub.close();
+    echo.join().unwrap();
+    assert_answers_awaited_spinning(&rounds);
 }

@@ -13,7 +13,7 @@ use crate::core::wire::hub_hello;
 use crate::os::mapping::SharedBytes;
 use crate::os::sys;
 use crate::rendezvous::{PeerCredentials, refuse, serve_segment};
-use crate::session::ShmTransport;
+use crate::session::{SessionOptions, ShmTransport};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
@@ -101,6 +101,7 @@ impl HubHost {
             members: AtomicU64::new(0),
             last_served: AtomicU64::new(0),
             spin_history: Default::default(),
+            answers: Default::default(),
             path,
         });
         let weak = Arc::downgrade(&shared);
@@ -235,7 +236,10 @@ impl HubHost {
                 seg,
                 memfd.as_fd(),
                 &hello,
-                sh.config.session_options(),
+                SessionOptions {
+                    answers: Some(sh.answers.clone()),
+                    ..sh.config.session_options()
+                },
                 sh.config.handshake_timeout,
                 ("hub", format!("{} region {region}", sh.path.display())),
             )

@@ -6,10 +6,12 @@ use super::peer::PeerId;
 use super::table::Shared;
 use super::table::lock;
 use crate::session::ShmTransport;
+use crate::session::spin::answer_cap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 use transport_api::{Frame, Result, Transport};
 
 /// What one lock-free pass over a [`Snapshot`] found.
@@ -70,9 +72,12 @@ impl HubHost {
         // Frames that are waiting, or arrive within the spin time, are taken by cheap passes
         // over a snapshot of the rotation (no waiter registration, no lock), yielding the
         // thread every few dozen tries as a session's own `recv` does, or on every pass when
-        // the history says the peers share this CPU. A session found ended hands over to the
-        // full loop below, which records it.
+        // the history says the peers share this CPU. When the spin time is over while the
+        // answer to a host session's latest ring is due, the passes go on until then, as a
+        // session's own `recv` does (see `AnswerWait`). A session found ended hands over to
+        // the full loop below, which records it.
         let mut spin = sh.spin_history.start(sh.config.spin);
+        let mut extended = false;
         let mut snap = sh.snapshot()?;
         loop {
             // One lock per call and per membership change, none per pass.
@@ -82,6 +87,9 @@ impl HubHost {
             match snap.take_ready(sh) {
                 Ready::Frame(id, f) => {
                     sh.spin_history.succeeded(&spin);
+                    if extended {
+                        sh.answered();
+                    }
                     return Ok((id, f));
                 }
                 Ready::SessionEnded => break,
@@ -90,7 +98,16 @@ impl HubHost {
                 // every pass: a pass tries every peer, so with many peers this is every pass.
                 Ready::Empty(tried) => {
                     if !spin.pause(tried.max(1)) {
-                        break;
+                        let cap = answer_cap(sh.config.spin);
+                        let more = match extended {
+                            false => sh.answers.remaining(Instant::now(), cap),
+                            true => Duration::ZERO,
+                        };
+                        if more.is_zero() {
+                            break;
+                        }
+                        extended = true;
+                        spin = sh.spin_history.start(more);
                     }
                 }
             }
@@ -108,6 +125,7 @@ impl HubHost {
                 match t.try_recv() {
                     Ok(Some(f)) => {
                         sh.served(*id);
+                        sh.answered();
                         return Ok((*id, f));
                     }
                     Ok(None) => {}
@@ -150,6 +168,7 @@ impl HubHost {
                 match t.try_recv() {
                     Ok(Some(f)) => {
                         sh.served(*id);
+                        sh.answered();
                         return Ok((*id, f));
                     }
                     Ok(None) => {}
@@ -161,6 +180,15 @@ impl HubHost {
 }
 
 impl Shared {
+    /// Records that `recv_any`, past its spin time, got a frame: the answer to the host
+    /// sessions' latest ring, if one awaits it (see `AnswerWait`).
+    fn answered(&self) {
+        if self.answers.pending() {
+            self.answers
+                .answered(Instant::now(), answer_cap(self.config.spin));
+        }
+    }
+
     /// The live peers now, with the membership count they belong to.
     pub(super) fn snapshot(&self) -> Result<Snapshot> {
         let st = lock(&self.state);

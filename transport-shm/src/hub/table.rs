@@ -10,7 +10,7 @@ use crate::os::segment::{Segment, SegmentError};
 use crate::os::sys;
 use crate::rendezvous::PeerCredentials;
 use crate::session::ShmTransport;
-use crate::session::spin::SpinHistory;
+use crate::session::spin::{AnswerWait, SpinHistory};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -128,6 +128,9 @@ pub(super) struct Shared {
     /// How `recv_any`'s spins have been going: eager when the peers answer only once this
     /// thread gives up its CPU (see [`SpinHistory`]).
     pub(super) spin_history: SpinHistory,
+    /// The rings of every host session's peer, timed until their answers: shared with those
+    /// sessions, so that `recv_any` spins while an answer is due (see [`AnswerWait`]).
+    pub(super) answers: Arc<AnswerWait>,
     pub(super) path: PathBuf,
 }
 

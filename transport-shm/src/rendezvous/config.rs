@@ -13,7 +13,10 @@ pub struct ShmConfig {
     /// Ring capacity and slot classes (identical for both directions).
     pub geometry: Geometry,
     /// How long a waiting `send`/`recv` spins before parking on its eventfd (at most
-    /// [`ShmConfig::MAX_SPIN`]).
+    /// [`ShmConfig::MAX_SPIN`]). A `recv` awaiting the answer to a frame that woke the peer
+    /// spins on for as long as the previous such answer took (plus a quarter), up to five times
+    /// this: the peer's wake-up can outlast the spin time on a virtual machine. Zero: park at
+    /// once, always.
     pub spin: Duration,
     /// How long either side of the handshake waits for the other before it fails (option
     /// `handshake_ms`, 1..=600000; default 10 s).
@@ -52,6 +55,7 @@ impl ShmConfig {
     pub(crate) fn session_options(&self) -> SessionOptions {
         SessionOptions {
             spin: self.spin,
+            answers: None,
             read_only_payloads: self.read_only_payloads,
         }
     }

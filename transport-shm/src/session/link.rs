@@ -1,11 +1,14 @@
 //! What a session holds for its whole life: the mapped segment, its side, the socket that keeps
 //! the peer informed, the peer's doorbell and the counters.
 
+use super::spin::AnswerWait;
 use crate::core::layout::Side;
 use crate::os::segment::Segment;
 use crate::os::sys;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 use transport_api::Counters;
 
 /// The mapped segment and what is fixed for the session's life.
@@ -19,12 +22,18 @@ pub(crate) struct Link {
     /// The peer's eventfd.
     pub(crate) peer_bell: OwnedFd,
     pub(crate) counters: Counters,
+    /// The rings of the peer's doorbell, timed until their answers (see [`AnswerWait`]).
+    pub(crate) answers: Arc<AnswerWait>,
 }
 
 impl Link {
     /// Rings the peer's doorbell (one system call); only when the endpoint said it sleeps.
+    /// Out of line: a busy sender never rings, and its publish path stays short.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn ring_peer(&self) {
         self.counters.wake_syscalls.fetch_add(1, Ordering::Relaxed);
         let _ = sys::eventfd_signal(self.peer_bell.as_fd());
+        self.answers.rang(Instant::now());
     }
 }

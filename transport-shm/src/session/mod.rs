@@ -64,10 +64,13 @@ pub(crate) struct SessionParts {
 }
 
 /// What each side chooses for its own end of a session (the geometry is the listener's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct SessionOptions {
     /// How long a waiting operation spins before parking.
     pub(crate) spin: Duration,
+    /// Where this end times the answers to its doorbell rings: a hub shares one among its host
+    /// sessions (so that `recv_any` knows them); `None` gives the session one of its own.
+    pub(crate) answers: Option<Arc<spin::AnswerWait>>,
     /// Map the peer's payload memory read-only (see [`ShmConfig::read_only_payloads`]).
     ///
     /// [`ShmConfig::read_only_payloads`]: crate::ShmConfig::read_only_payloads
@@ -131,6 +134,7 @@ impl ShmTransport {
             sock: keep,
             peer_bell: p.peer_bell,
             counters: Counters::default(),
+            answers: p.opts.answers.clone().unwrap_or_default(),
         });
         let max_payload = tx_state.pool.max_payload();
         let tx = Arc::new(TxShared {

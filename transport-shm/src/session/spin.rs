@@ -1,7 +1,8 @@
-//! The spin part of a wait ([`Spin`]) and what an end remembers of its spins
-//! ([`SpinHistory`]): pure timing policy, no shared memory and no runtime.
+//! The spin part of a wait ([`Spin`]), what an end remembers of its spins ([`SpinHistory`])
+//! and how long it waits for an answer after waking its peer ([`AnswerWait`]): pure timing
+//! policy, no shared memory and no runtime.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The spin part of a wait: how long to retry before parking, and how to behave meanwhile.
@@ -131,9 +132,99 @@ impl SpinHistory {
     }
 }
 
+/// After an end woke its peer, how long its receive keeps spinning for the answer before it
+/// parks. A peer that was parked answers only after its wake-up, and on a virtual machine whose
+/// idle vCPU halts, that wake-up alone can outlast the configured spin: the waiting end then
+/// parks too and its answer takes a second wake-up, doubling the round trip after an idle
+/// period. So each ring of the peer's doorbell is timed ([`AnswerWait::rang`]), the time until
+/// the next frame a waiting receive got is remembered ([`AnswerWait::answered`]), and a receive
+/// that found nothing within the spin time keeps spinning until 5/4 of that time after the
+/// latest ring, never past the caller's cap ([`AnswerWait::remaining`]). Where wake-ups are
+/// quick the answer lands within the spin time and nothing changes.
+///
+/// Pure timing policy, shared by the tasks of one end (or by all of a hub's host sessions) with
+/// relaxed atomics: a lost or mixed-up update only makes one spin shorter or longer, never
+/// longer than the cap.
+#[derive(Debug)]
+pub(crate) struct AnswerWait {
+    epoch: Instant,
+    /// When this end last woke its peer: nanoseconds since `epoch`, plus one; 0 when no ring
+    /// awaits its answer.
+    rang_at: AtomicU64,
+    /// How long the last answer after a ring took, in nanoseconds (0: none seen yet).
+    took: AtomicU64,
+}
+
+impl Default for AnswerWait {
+    fn default() -> Self {
+        AnswerWait {
+            epoch: Instant::now(),
+            rang_at: AtomicU64::new(0),
+            took: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The longest a receive spins for the answer to a ring after it, for a configured spin time of
+/// `spin`: five times that (100 µs with the default 20 µs; none when spinning is off).
+pub(crate) fn answer_cap(spin: Duration) -> Duration {
+    spin.saturating_mul(5)
+}
+
+/// Nanoseconds of `d`, saturating (u64 nanoseconds cover 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl AnswerWait {
+    /// `now` as nanoseconds since the epoch, plus one (never 0).
+    fn stamp(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.epoch)).saturating_add(1)
+    }
+
+    /// Records that this end rang its peer's doorbell at `now`.
+    pub(crate) fn rang(&self, now: Instant) {
+        self.rang_at.store(self.stamp(now), Ordering::Relaxed);
+    }
+
+    /// Whether a ring awaits its answer (one relaxed load: cheap enough for a receive path).
+    #[inline]
+    pub(crate) fn pending(&self) -> bool {
+        self.rang_at.load(Ordering::Relaxed) != 0
+    }
+
+    /// How much longer a receive that found nothing at `now` spins: until 5/4 of the last
+    /// answer's time after the latest ring, and at most `cap` after that ring. Zero when no
+    /// ring awaits its answer, no answer was timed yet, or that moment has passed.
+    pub(crate) fn remaining(&self, now: Instant, cap: Duration) -> Duration {
+        let rang = self.rang_at.load(Ordering::Relaxed);
+        let took = self.took.load(Ordering::Relaxed);
+        if rang == 0 || took == 0 {
+            return Duration::ZERO;
+        }
+        let budget = took.saturating_add(took / 4).min(nanos(cap));
+        let elapsed = self.stamp(now).saturating_sub(rang);
+        Duration::from_nanos(budget.saturating_sub(elapsed))
+    }
+
+    /// Records that a receive got a frame at `now`: when a ring awaits its answer, the time
+    /// since that ring is the answer's time. A frame later than twice `cap` after the ring is
+    /// not taken for its answer (it came for other reasons; the ring is forgotten).
+    pub(crate) fn answered(&self, now: Instant, cap: Duration) {
+        let rang = self.rang_at.swap(0, Ordering::Relaxed);
+        if rang == 0 {
+            return;
+        }
+        let took = self.stamp(now).saturating_sub(rang);
+        if took <= nanos(cap).saturating_mul(2) {
+            self.took.store(took.max(1), Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{LATE_TO_EAGER, PROBE_EVERY, Spin, SpinHistory};
+    use super::{AnswerWait, LATE_TO_EAGER, PROBE_EVERY, Spin, SpinHistory};
     use std::time::Duration;
 
     /// How the awaited frame arrives in a simulated spin.
@@ -193,5 +284,54 @@ mod tests {
         // The peer answers from another CPU, however late: patient again at once.
         assert!(spin_once(&h, Peer::SlowElsewhere));
         assert!((0..2 * n).all(|_| !spin_once(&h, Peer::SlowElsewhere)));
+    }
+
+    #[test]
+    fn after_a_ring_receives_spin_for_the_answer_as_long_as_the_last_one_took() {
+        let us = Duration::from_micros;
+        let cap = us(100);
+        let w = AnswerWait::default();
+        let t0 = w.epoch + us(1000);
+        // Nothing rang, or no answer timed yet: no extra spin.
+        assert_eq!(w.remaining(t0, cap), Duration::ZERO);
+        w.rang(t0);
+        assert!(w.pending());
+        assert_eq!(w.remaining(t0 + us(20), cap), Duration::ZERO);
+        // The first answer came 70 µs after the ring (the receive had parked).
+        w.answered(t0 + us(70), cap);
+        assert!(!w.pending());
+        assert_eq!(
+            w.remaining(t0 + us(80), cap),
+            Duration::ZERO,
+            "no ring pending"
+        );
+        // The next ring: spin until 5/4 of 70 µs (87.5 µs) after it.
+        let t1 = t0 + us(5000);
+        w.rang(t1);
+        assert_eq!(w.remaining(t1 + us(20), cap), Duration::from_nanos(67_500));
+        // The cap bounds it: at most 60 µs after the ring.
+        assert_eq!(w.remaining(t1 + us(20), us(60)), us(40));
+        // An answer after 35 µs: the next budget is 43.75 µs.
+        w.answered(t1 + us(35), cap);
+        let t2 = t1 + us(5000);
+        w.rang(t2);
+        assert_eq!(w.remaining(t2 + us(20), cap), Duration::from_nanos(23_750));
+        assert_eq!(
+            w.remaining(t2 + us(50), cap),
+            Duration::ZERO,
+            "past the budget"
+        );
+        // A frame long after the ring is not its answer: the ring is forgotten, the last
+        // answer's time kept.
+        w.answered(t2 + us(250), cap);
+        w.rang(t2 + us(10_000));
+        assert_eq!(
+            w.remaining(t2 + us(10_020), cap),
+            Duration::from_nanos(23_750)
+        );
+        // A zero cap (spinning off) never extends, and a time before the epoch is no panic.
+        assert_eq!(w.remaining(t2 + us(10_020), Duration::ZERO), Duration::ZERO);
+        w.answered(w.epoch - us(1), cap);
+        assert_eq!(w.remaining(w.epoch - us(1), cap), Duration::ZERO);
     }
 }

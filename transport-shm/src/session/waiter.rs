@@ -12,6 +12,7 @@
 //! eventfd only when the flag is set, so busy peers make no system calls.
 
 use super::inner::{Body, Inner};
+use super::spin::answer_cap;
 use crate::core::endpoint::gate::FAILED;
 use crate::core::ring::RingError;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,14 +79,39 @@ impl Inner {
     }
 
     /// Retries `attempt` for up to the configured spin time before the caller parks.
-    pub(crate) fn spin<T>(
+    #[inline]
+    pub(crate) fn spin<T>(&self, attempt: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
+        self.spin_for(self.spin, attempt)
+    }
+
+    /// The longest a receive spins for the answer to a ring (see [`answer_cap`]).
+    fn answer_cap(&self) -> Duration {
+        answer_cap(self.spin)
+    }
+
+    /// Records that a receive which spun past the spin time, or parked, got a frame: the
+    /// answer to this end's latest ring, if one awaits it. A frame found within the spin time
+    /// is not timed (the busy path stays as it is): the ring it answered stays recorded until
+    /// the next ring replaces it or a later answer is discarded as too late for it (see
+    /// [`super::spin::AnswerWait::answered`]).
+    fn answered(&self) {
+        if self.link.answers.pending() {
+            self.link
+                .answers
+                .answered(Instant::now(), self.answer_cap());
+        }
+    }
+
+    /// Retries `attempt` for up to `limit` before the caller parks.
+    fn spin_for<T>(
         &self,
+        limit: Duration,
         mut attempt: impl FnMut() -> Result<Option<T>>,
     ) -> Result<Option<T>> {
-        if self.spin.is_zero() {
+        if limit.is_zero() {
             return Ok(None);
         }
-        let mut spin = self.spin_history.start(self.spin);
+        let mut spin = self.spin_history.start(limit);
         loop {
             if let Some(v) = attempt()? {
                 self.spin_history.succeeded(&spin);
@@ -179,18 +205,34 @@ impl Inner {
         .await
     }
 
-    /// The waiting part of `recv`: parks until a frame arrives or the session ends.
+    /// The waiting part of `recv`: parks until a frame arrives or the session ends. Before it
+    /// parks, a receive spins on while large frames are coming
+    /// ([`Inner::spin_longer_after_large_frames`]) or while the answer to this end's latest
+    /// ring of the peer's doorbell is due ([`super::spin::AnswerWait`]).
     pub(crate) async fn recv_wait(&self) -> Result<Frame> {
-        if let Some(f) = self.spin_longer_after_large_frames()? {
-            return Ok(f);
-        }
-        self.wait_for(
-            &self.link.counters.recv_waits,
-            "receive ring",
-            || self.take_or_end(),
-            || self.rx.lock().prepare_park(),
-        )
-        .await
+        let early = match self.spin_longer_after_large_frames()? {
+            Some(f) => Some(f),
+            None => self.spin_for(
+                self.link
+                    .answers
+                    .remaining(Instant::now(), self.answer_cap()),
+                || self.take_or_end(),
+            )?,
+        };
+        let f = match early {
+            Some(f) => f,
+            None => {
+                self.wait_for(
+                    &self.link.counters.recv_waits,
+                    "receive ring",
+                    || self.take_or_end(),
+                    || self.rx.lock().prepare_park(),
+                )
+                .await?
+            }
+        };
+        self.answered();
+        Ok(f)
     }
 
     /// The waiting part of `alloc`: parks until a slot of the class comes back.
