@@ -485,6 +485,33 @@ fn assert_answers_awaited_spinning(rounds: &[(bool, bool)]) {
     );
 }
 
+/// Ten requests from `requester` to the slow echo `peer`, each sent once the peer waits for it
+/// and answered through `answer`; per round, (the request rang the peer, the wait for its answer
+/// parked).
+async fn requests(
+    requester: &ShmTransport,
+    peer: &ShmTransport,
+    mut answer: impl AsyncFnMut() -> Frame,
+) -> Vec<(bool, bool)> {
+    let mut rounds = Vec::new();
+    for i in 0..10 {
+        // The peer has given up spinning for the next request and parks.
+        settle("the peer waits", peer, |s| s.recv_waits > i).await;
+        let before = requester.stats();
+        let request = Frame::new(pattern(16, i)).msg_id(i);
+        requester.send(request).await.unwrap();
+        let f = guard("the answer", answer()).await;
+        assert_eq!(f.header.msg_id, i);
+        assert!(f.bytes() == &pattern(16, i)[..]);
+        let after = requester.stats();
+        rounds.push((
+            after.wake_syscalls > before.wake_syscalls,
+            after.recv_waits > before.recv_waits,
+        ));
+    }
+    rounds
+}
+
 /// Spin time of the answer tests, and how long their peer takes to answer (longer).
 const ANSWER_SPIN: Duration = Duration::from_millis(4);
 const ANSWER_DELAY: Duration = Duration::from_millis(6);
@@ -505,21 +532,7 @@ async fn a_receive_spins_for_the_answer_to_its_ring_instead_of_parking_twice() {
     let (a, b) = pair(cfg).await.unwrap();
     let b = Arc::new(b);
     let echo = slow_echo(b.clone(), ANSWER_DELAY);
-    let mut rounds = Vec::new();
-    for i in 0..10 {
-        // The peer has given up spinning for the next request and parks.
-        settle("the peer waits", &*b, |s| s.recv_waits > i).await;
-        let before = a.stats();
-        a.send(Frame::new(pattern(16, i)).msg_id(i)).await.unwrap();
-        let f = guard("the answer", a.recv()).await.unwrap();
-        assert_eq!(f.header.msg_id, i);
-        assert!(f.bytes() == &pattern(16, i)[..]);
-        let after = a.stats();
-        rounds.push((
-            after.wake_syscalls > before.wake_syscalls,
-            after.recv_waits > before.recv_waits,
-        ));
-    }
+    let rounds = requests(&a, &b, async || a.recv().await.unwrap()).await;
     a.close();
     echo.join().unwrap();
     assert_answers_awaited_spinning(&rounds);
@@ -538,23 +551,13 @@ async fn recv_any_spins_for_the_answer_to_a_ring_instead_of_parking_twice() {
     let (accepted, peer) = tokio::join!(hub.accept(), transport_shm::connect(&path));
     let ((id, host), peer) = (accepted.unwrap(), Arc::new(peer.unwrap()));
     let echo = slow_echo(peer.clone(), ANSWER_DELAY);
-    let mut rounds = Vec::new();
-    for i in 0..10 {
-        settle("the peer waits", &*peer, |s| s.recv_waits > i).await;
-        let before = host.stats();
-        host.send(Frame::new(pattern(16, i)).msg_id(i))
-            .await
-            .unwrap();
-        let (from, f) = guard("the answer", hub.recv_any()).await.unwrap();
-        assert_eq!((from, f.header.msg_id), (id, i));
-        assert!(f.bytes() == &pattern(16, i)[..]);
-        // `recv_any` parks on the session's `readable`, which counts a receive wait.
-        let after = host.stats();
-        rounds.push((
-            after.wake_syscalls > before.wake_syscalls,
-            after.recv_waits > before.recv_waits,
-        ));
-    }
+    // `recv_any` parks on the session's `readable`, which counts a receive wait.
+    let rounds = requests(&host, &peer, async || {
+        let (from, f) = hub.recv_any().await.unwrap();
+        assert_eq!(from, id);
+        f
+    })
+    .await;
     hub.close();
     echo.join().unwrap();
     assert_answers_awaited_spinning(&rounds);
