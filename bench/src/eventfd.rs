@@ -8,8 +8,9 @@
 //! measurement runs where [`cross::drive`] runs every row's). The blocking row runs the same
 //! loop inside a current-thread runtime's `block_on`, where it never waits on the runtime.
 //!
-//! Baseline `eventfd-spin`: the parent spins on a non-blocking eventfd for the answer while the
-//! peer blocks reading its own, so a round trip takes one kernel wake (the peer's) and no
+//! Baseline `eventfd-spin`: the parent spins on a non-blocking eventfd for the answer (on one
+//! CPU yielding the thread between tries, so that the peer runs) while the peer blocks reading
+//! its own, so a round trip takes one kernel wake (the peer's) and no
 //! runtime. Its idle-gap round trip is the floor for any transport that must wake a parked
 //! peer once: what the kernel and the machine charge for that wake alone.
 
@@ -54,8 +55,11 @@ enum Inbox {
     Blocking(Arc<OwnedFd>),
     /// Through the reactor of the runtime it was registered with (`eventfd-rt` rows).
     Reactor(Arc<AsyncFd<OwnedFd>>),
-    /// Non-blocking reads in a loop until one finds a count (the parent of `eventfd-spin`).
-    Spinning(Arc<OwnedFd>),
+    /// Non-blocking reads in a loop until one finds a count (the parent of `eventfd-spin`);
+    /// with `yields`, the thread is yielded between them, so that a peer on the same CPU runs
+    /// (across CPUs a yield per try costs the spinner a system call, and the vCPU's idle
+    /// behaviour changes with it: there the loop only spins).
+    Spinning { fd: Arc<OwnedFd>, yields: bool },
 }
 
 impl Inbox {
@@ -71,10 +75,13 @@ impl Inbox {
     async fn take(&self) -> BenchResult<u64> {
         let fd = match self {
             Inbox::Blocking(fd) => return Ok(read_count(&**fd)?),
-            Inbox::Spinning(fd) => loop {
+            Inbox::Spinning { fd, yields } => loop {
                 match read_count(&**fd) {
                     Ok(v) => return Ok(v),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match yields {
+                        true => std::thread::yield_now(),
+                        false => std::hint::spin_loop(),
+                    },
                     Err(e) => return Err(e.into()),
                 }
             },
@@ -152,7 +159,10 @@ impl EventfdSession {
         let inbox = {
             let _in = rt.enter();
             match parent_spins {
-                true => Inbox::Spinning(Arc::new(to_parent)),
+                true => Inbox::Spinning {
+                    fd: Arc::new(to_parent),
+                    yields: place.same_cpu,
+                },
                 false => Inbox::new(to_parent, flavor)?,
             }
         };

@@ -383,7 +383,8 @@ pub fn target_check(rounds: &[Vec<Record>], one_cpu: bool) -> String {
     }
     format!(
         "target check (each ratio from one round's two cells; judged on the median; p50 ratios \
-         lower is better, rate ratios higher is better):\n{out}"
+         lower is better, rate ratios higher is better; `ref`: a reference line, printed with \
+         the bound it is read against, not judged):\n{out}"
     )
 }
 

@@ -18,8 +18,9 @@ pub struct HubConfig {
     /// Ring capacity and slot classes of every region (both directions).
     pub geometry: Geometry,
     /// How long [`HubHost::recv_any`](crate::HubHost::recv_any) sweeps all peers before parking
-    /// (at most [`ShmConfig::MAX_SPIN`]); up to five times this while the answer to a frame that
-    /// woke a peer is due, as a session's `recv` (see [`ShmConfig::spin`]).
+    /// (at most [`ShmConfig::MAX_SPIN`]); after a host session rang its peer's doorbell, up to
+    /// five times this while the answer is due, as a session's `recv` (see
+    /// [`ShmConfig::spin`]).
     pub spin: Duration,
     /// How long a peer connecting while every region is busy waits for one before it is
     /// refused with [`Refusal::Full`](transport_api::Refusal::Full) (option `wait_ms`,
@@ -55,7 +56,7 @@ impl HubConfig {
     pub(crate) fn session_options(&self) -> crate::session::SessionOptions {
         crate::session::SessionOptions {
             spin: self.spin,
-            answers: None,
+            shared_answers: None,
             read_only_payloads: self.read_only_payloads,
         }
     }

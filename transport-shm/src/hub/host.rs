@@ -237,7 +237,7 @@ impl HubHost {
                 memfd.as_fd(),
                 &hello,
                 SessionOptions {
-                    answers: Some(sh.answers.clone()),
+                    shared_answers: Some(sh.answers.clone()),
                     ..sh.config.session_options()
                 },
                 sh.config.handshake_timeout,

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use transport_api::{Frame, Result, Transport};
 
 /// What one lock-free pass over a [`Snapshot`] found.
@@ -88,7 +88,7 @@ impl HubHost {
                 Ready::Frame(id, f) => {
                     sh.spin_history.succeeded(&spin);
                     if extended {
-                        sh.answered();
+                        sh.answers.hit(Instant::now(), answer_cap(sh.config.spin));
                     }
                     return Ok((id, f));
                 }
@@ -98,11 +98,13 @@ impl HubHost {
                 // every pass: a pass tries every peer, so with many peers this is every pass.
                 Ready::Empty(tried) => {
                     if !spin.pause(tried.max(1)) {
-                        let cap = answer_cap(sh.config.spin);
-                        let more = match extended {
-                            false => sh.answers.remaining(Instant::now(), cap),
-                            true => Duration::ZERO,
-                        };
+                        if extended {
+                            sh.answers.missed();
+                            break;
+                        }
+                        let more = sh
+                            .answers
+                            .remaining(Instant::now(), answer_cap(sh.config.spin));
                         if more.is_zero() {
                             break;
                         }
@@ -180,8 +182,9 @@ impl HubHost {
 }
 
 impl Shared {
-    /// Records that `recv_any`, past its spin time, got a frame: the answer to the host
-    /// sessions' latest ring, if one awaits it (see `AnswerWait`).
+    /// Records that `recv_any` got a frame after it parked (or after a session ended during
+    /// its spin): the answer to the host sessions' latest ring, if one awaits it (see
+    /// `AnswerWait`).
     fn answered(&self) {
         if self.answers.pending() {
             self.answers

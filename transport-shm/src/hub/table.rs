@@ -128,8 +128,9 @@ pub(super) struct Shared {
     /// How `recv_any`'s spins have been going: eager when the peers answer only once this
     /// thread gives up its CPU (see [`SpinHistory`]).
     pub(super) spin_history: SpinHistory,
-    /// The rings of every host session's peer, timed until their answers: shared with those
-    /// sessions, so that `recv_any` spins while an answer is due (see [`AnswerWait`]).
+    /// The rings of every host session's peer, timed until their answers: each host session
+    /// stamps its rings here as well as in its own record, and only `recv_any` reads this one
+    /// (see [`AnswerWait`]).
     pub(super) answers: Arc<AnswerWait>,
     pub(super) path: PathBuf,
 }

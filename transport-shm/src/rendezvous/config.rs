@@ -13,10 +13,10 @@ pub struct ShmConfig {
     /// Ring capacity and slot classes (identical for both directions).
     pub geometry: Geometry,
     /// How long a waiting `send`/`recv` spins before parking on its eventfd (at most
-    /// [`ShmConfig::MAX_SPIN`]). A `recv` awaiting the answer to a frame that woke the peer
-    /// spins on for as long as the previous such answer took (plus a quarter), up to five times
-    /// this: the peer's wake-up can outlast the spin time on a virtual machine. Zero: park at
-    /// once, always.
+    /// [`ShmConfig::MAX_SPIN`]). After this end rang the peer's doorbell, a `recv` spins on
+    /// for as long as the previous answer to a ring took (plus a quarter), up to five times this
+    /// and at most [`ShmConfig::MAX_SPIN`]: the peer's wake-up can outlast the spin time on a
+    /// virtual machine. Zero: park at once, always.
     pub spin: Duration,
     /// How long either side of the handshake waits for the other before it fails (option
     /// `handshake_ms`, 1..=600000; default 10 s).
@@ -34,7 +34,7 @@ pub struct ShmConfig {
 
 impl ShmConfig {
     /// The longest spin accepted (1 s): a spin burns a CPU while it lasts.
-    pub const MAX_SPIN: Duration = Duration::from_secs(1);
+    pub const MAX_SPIN: Duration = crate::session::spin::MAX_SPIN;
     /// The longest handshake timeout accepted (10 minutes).
     pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(600);
 }
@@ -55,7 +55,7 @@ impl ShmConfig {
     pub(crate) fn session_options(&self) -> SessionOptions {
         SessionOptions {
             spin: self.spin,
-            answers: None,
+            shared_answers: None,
             read_only_payloads: self.read_only_payloads,
         }
     }

@@ -23,7 +23,10 @@ pub(crate) struct Link {
     pub(crate) peer_bell: OwnedFd,
     pub(crate) counters: Counters,
     /// The rings of the peer's doorbell, timed until their answers (see [`AnswerWait`]).
-    pub(crate) answers: Arc<AnswerWait>,
+    pub(crate) answers: AnswerWait,
+    /// A record the rings are also stamped in: a hub's, shared by its host sessions and read
+    /// by `recv_any` only.
+    pub(crate) shared_answers: Option<Arc<AnswerWait>>,
 }
 
 impl Link {
@@ -34,6 +37,10 @@ impl Link {
     pub(crate) fn ring_peer(&self) {
         self.counters.wake_syscalls.fetch_add(1, Ordering::Relaxed);
         let _ = sys::eventfd_signal(self.peer_bell.as_fd());
-        self.answers.rang(Instant::now());
+        let now = Instant::now();
+        self.answers.rang(now);
+        if let Some(shared) = &self.shared_answers {
+            shared.rang(now);
+        }
     }
 }

@@ -68,9 +68,9 @@ pub(crate) struct SessionParts {
 pub(crate) struct SessionOptions {
     /// How long a waiting operation spins before parking.
     pub(crate) spin: Duration,
-    /// Where this end times the answers to its doorbell rings: a hub shares one among its host
-    /// sessions (so that `recv_any` knows them); `None` gives the session one of its own.
-    pub(crate) answers: Option<Arc<spin::AnswerWait>>,
+    /// A record of answer times that this end's doorbell rings are also stamped in (a hub's,
+    /// read by its `recv_any`); each session keeps one of its own as well.
+    pub(crate) shared_answers: Option<Arc<spin::AnswerWait>>,
     /// Map the peer's payload memory read-only (see [`ShmConfig::read_only_payloads`]).
     ///
     /// [`ShmConfig::read_only_payloads`]: crate::ShmConfig::read_only_payloads
@@ -134,7 +134,8 @@ impl ShmTransport {
             sock: keep,
             peer_bell: p.peer_bell,
             counters: Counters::default(),
-            answers: p.opts.answers.clone().unwrap_or_default(),
+            answers: spin::AnswerWait::default(),
+            shared_answers: p.opts.shared_answers.clone(),
         });
         let max_payload = tx_state.pool.max_payload();
         let tx = Arc::new(TxShared {

@@ -2,7 +2,7 @@
 //! and how long it waits for an answer after waking its peer ([`AnswerWait`]): pure timing
 //! policy, no shared memory and no runtime.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The spin part of a wait: how long to retry before parking, and how to behave meanwhile.
@@ -139,21 +139,40 @@ impl SpinHistory {
 /// period. So each ring of the peer's doorbell is timed ([`AnswerWait::rang`]), the time until
 /// the next frame a waiting receive got is remembered ([`AnswerWait::answered`]), and a receive
 /// that found nothing within the spin time keeps spinning until 5/4 of that time after the
-/// latest ring, never past the caller's cap ([`AnswerWait::remaining`]). Where wake-ups are
-/// quick the answer lands within the spin time and nothing changes.
+/// latest ring, never past the cap ([`AnswerWait::remaining`]). Where wake-ups are quick the
+/// answer lands within the spin time and the record is never read.
 ///
-/// Pure timing policy, shared by the tasks of one end (or by all of a hub's host sessions) with
-/// relaxed atomics: a lost or mixed-up update only makes one spin shorter or longer, never
-/// longer than the cap.
+/// An extension that runs out without the answer ([`AnswerWait::missed`]) is not repeated for
+/// the next ring, then for the next 3, 7, … 63 rings while they keep missing (one that finds its
+/// answer resets this): where the answer can only come once this thread stops spinning (both
+/// ends on one current-thread runtime) or comes later than the cap, the spin is wasted at most
+/// once in 64 rings instead of on every one. A ring older than the cap is forgotten, so a frame
+/// arriving long after it is not timed as its answer.
+///
+/// Pure timing policy, shared by the tasks of one end with relaxed atomics: a lost or mixed-up
+/// update only makes one spin shorter or longer, never longer than the cap.
 #[derive(Debug)]
 pub(crate) struct AnswerWait {
     epoch: Instant,
     /// When this end last woke its peer: nanoseconds since `epoch`, plus one; 0 when no ring
     /// awaits its answer.
     rang_at: AtomicU64,
-    /// How long the last answer after a ring took, in nanoseconds (0: none seen yet).
+    /// How long the last answer after a ring took, in nanoseconds (0: none known).
     took: AtomicU64,
+    /// Extensions in a row that ran out without the answer (at most [`MAX_MISSES`]).
+    misses: AtomicU32,
+    /// Rings still to pass without an extension after a miss.
+    skip: AtomicU32,
+    /// Whether the latest ring may be waited for past the spin time (not one to skip).
+    extend: AtomicBool,
 }
+
+/// See [`AnswerWait`]: after this many misses in a row, one ring in 2^this is extended.
+const MAX_MISSES: u32 = 6;
+
+/// The longest spin a configuration accepts (see `ShmConfig::MAX_SPIN`); the spin for an
+/// answer is bounded by it too.
+pub(crate) const MAX_SPIN: Duration = Duration::from_secs(1);
 
 impl Default for AnswerWait {
     fn default() -> Self {
@@ -161,14 +180,18 @@ impl Default for AnswerWait {
             epoch: Instant::now(),
             rang_at: AtomicU64::new(0),
             took: AtomicU64::new(0),
+            misses: AtomicU32::new(0),
+            skip: AtomicU32::new(0),
+            extend: AtomicBool::new(false),
         }
     }
 }
 
 /// The longest a receive spins for the answer to a ring after it, for a configured spin time of
-/// `spin`: five times that (100 µs with the default 20 µs; none when spinning is off).
+/// `spin`: five times that (100 µs with the default 20 µs; none when spinning is off), and never
+/// more than [`MAX_SPIN`].
 pub(crate) fn answer_cap(spin: Duration) -> Duration {
-    spin.saturating_mul(5)
+    spin.saturating_mul(5).min(MAX_SPIN)
 }
 
 /// Nanoseconds of `d`, saturating (u64 nanoseconds cover 584 years).
@@ -184,10 +207,15 @@ impl AnswerWait {
 
     /// Records that this end rang its peer's doorbell at `now`.
     pub(crate) fn rang(&self, now: Instant) {
+        let skip = self.skip.load(Ordering::Relaxed);
+        if skip > 0 {
+            self.skip.store(skip - 1, Ordering::Relaxed);
+        }
+        self.extend.store(skip == 0, Ordering::Relaxed);
         self.rang_at.store(self.stamp(now), Ordering::Relaxed);
     }
 
-    /// Whether a ring awaits its answer (one relaxed load: cheap enough for a receive path).
+    /// Whether a ring awaits its answer (one relaxed load).
     #[inline]
     pub(crate) fn pending(&self) -> bool {
         self.rang_at.load(Ordering::Relaxed) != 0
@@ -195,36 +223,65 @@ impl AnswerWait {
 
     /// How much longer a receive that found nothing at `now` spins: until 5/4 of the last
     /// answer's time after the latest ring, and at most `cap` after that ring. Zero when no
-    /// ring awaits its answer, no answer was timed yet, or that moment has passed.
+    /// ring awaits its answer, no answer time is known, this ring is one to skip after a miss,
+    /// or that moment has passed. A ring older than `cap` is forgotten here.
     pub(crate) fn remaining(&self, now: Instant, cap: Duration) -> Duration {
         let rang = self.rang_at.load(Ordering::Relaxed);
+        if rang == 0 {
+            return Duration::ZERO;
+        }
+        let elapsed = self.stamp(now).saturating_sub(rang);
+        if elapsed > nanos(cap) {
+            // Stale: its answer came within an earlier spin, or is not coming.
+            let _ = self
+                .rang_at
+                .compare_exchange(rang, 0, Ordering::Relaxed, Ordering::Relaxed);
+            return Duration::ZERO;
+        }
         let took = self.took.load(Ordering::Relaxed);
-        if rang == 0 || took == 0 {
+        if took == 0 || !self.extend.load(Ordering::Relaxed) {
             return Duration::ZERO;
         }
         let budget = took.saturating_add(took / 4).min(nanos(cap));
-        let elapsed = self.stamp(now).saturating_sub(rang);
         Duration::from_nanos(budget.saturating_sub(elapsed))
     }
 
-    /// Records that a receive got a frame at `now`: when a ring awaits its answer, the time
-    /// since that ring is the answer's time. A frame later than twice `cap` after the ring is
-    /// not taken for its answer (it came for other reasons; the ring is forgotten).
+    /// Records that a receive got a frame at `now` after waiting: when a ring awaits its
+    /// answer, the time since that ring is the answer's time, and an extension that was running
+    /// found it. An answer later than twice `cap` after its ring is not timed, and the time
+    /// known is dropped (answers have slowed down past the cap: it is learnt again).
     pub(crate) fn answered(&self, now: Instant, cap: Duration) {
         let rang = self.rang_at.swap(0, Ordering::Relaxed);
         if rang == 0 {
             return;
         }
         let took = self.stamp(now).saturating_sub(rang);
-        if took <= nanos(cap).saturating_mul(2) {
-            self.took.store(took.max(1), Ordering::Relaxed);
+        match took <= nanos(cap).saturating_mul(2) {
+            true => self.took.store(took.max(1), Ordering::Relaxed),
+            false => self.took.store(0, Ordering::Relaxed),
         }
+    }
+
+    /// Records that an extension found the answer it spun for (see [`AnswerWait::answered`]).
+    pub(crate) fn hit(&self, now: Instant, cap: Duration) {
+        self.misses.store(0, Ordering::Relaxed);
+        self.answered(now, cap);
+    }
+
+    /// Records that an extension ran out without the answer: that answer is not timed (it
+    /// will arrive after this end parked, its time swollen by this end's own wake-up), and the
+    /// next 2^misses - 1 rings are not extended.
+    pub(crate) fn missed(&self) {
+        self.rang_at.store(0, Ordering::Relaxed);
+        let misses = (self.misses.load(Ordering::Relaxed) + 1).min(MAX_MISSES);
+        self.misses.store(misses, Ordering::Relaxed);
+        self.skip.store((1 << misses) - 1, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{AnswerWait, LATE_TO_EAGER, PROBE_EVERY, Spin, SpinHistory};
+    use super::{AnswerWait, LATE_TO_EAGER, MAX_SPIN, PROBE_EVERY, Spin, SpinHistory, answer_cap};
     use std::time::Duration;
 
     /// How the awaited frame arrives in a simulated spin.
@@ -305,14 +362,13 @@ mod tests {
             Duration::ZERO,
             "no ring pending"
         );
-        // The next ring: spin until 5/4 of 70 µs (87.5 µs) after it.
+        // The next ring: spin until 5/4 of 70 µs (87.5 µs) after it; the cap bounds it.
         let t1 = t0 + us(5000);
         w.rang(t1);
         assert_eq!(w.remaining(t1 + us(20), cap), Duration::from_nanos(67_500));
-        // The cap bounds it: at most 60 µs after the ring.
         assert_eq!(w.remaining(t1 + us(20), us(60)), us(40));
-        // An answer after 35 µs: the next budget is 43.75 µs.
-        w.answered(t1 + us(35), cap);
+        // Found at 35 µs: the next budget is 43.75 µs.
+        w.hit(t1 + us(35), cap);
         let t2 = t1 + us(5000);
         w.rang(t2);
         assert_eq!(w.remaining(t2 + us(20), cap), Duration::from_nanos(23_750));
@@ -321,17 +377,63 @@ mod tests {
             Duration::ZERO,
             "past the budget"
         );
-        // A frame long after the ring is not its answer: the ring is forgotten, the last
-        // answer's time kept.
-        w.answered(t2 + us(250), cap);
+        // A ring older than the cap is forgotten: a frame after it is not its answer.
+        assert_eq!(w.remaining(t2 + us(101), cap), Duration::ZERO);
+        assert!(!w.pending());
+        w.answered(t2 + us(150), cap);
         w.rang(t2 + us(10_000));
         assert_eq!(
             w.remaining(t2 + us(10_020), cap),
-            Duration::from_nanos(23_750)
+            Duration::from_nanos(23_750),
+            "the time known is kept"
         );
+        // An answer later than twice the cap drops the time known: it is learnt again.
+        w.answered(t2 + us(10_250), cap);
+        w.rang(t2 + us(20_000));
+        assert_eq!(w.remaining(t2 + us(20_020), cap), Duration::ZERO);
         // A zero cap (spinning off) never extends, and a time before the epoch is no panic.
-        assert_eq!(w.remaining(t2 + us(10_020), Duration::ZERO), Duration::ZERO);
+        w.answered(t2 + us(20_030), cap);
+        w.rang(t2 + us(30_000));
+        assert_eq!(w.remaining(t2 + us(30_001), Duration::ZERO), Duration::ZERO);
         w.answered(w.epoch - us(1), cap);
         assert_eq!(w.remaining(w.epoch - us(1), cap), Duration::ZERO);
+    }
+
+    #[test]
+    fn extensions_that_miss_are_tried_ever_more_rarely_until_one_finds_its_answer() {
+        let us = Duration::from_micros;
+        let cap = us(100);
+        let w = AnswerWait::default();
+        let mut t = w.epoch + us(1000);
+        // An answer time of 40 µs known.
+        w.rang(t);
+        w.answered(t + us(40), cap);
+        // Whether the ring at `t` (answered 40 µs later) is extended, and whether the
+        // extension, if any, finds the answer (`finds`).
+        let mut ring = |finds: bool| {
+            t += us(5000);
+            w.rang(t);
+            let extended = !w.remaining(t + us(20), cap).is_zero();
+            match (extended, finds) {
+                (true, true) => w.hit(t + us(40), cap),
+                (true, false) => w.missed(),
+                (false, _) => w.answered(t + us(40), cap),
+            }
+            extended
+        };
+        assert!(ring(false), "the first extension runs");
+        // After 1, 2, 3 misses in a row: 1, 3, 7 rings skipped before the next try.
+        let pattern: Vec<bool> = (0..14).map(|_| ring(false)).collect();
+        let tried: Vec<usize> = (0..pattern.len()).filter(|&i| pattern[i]).collect();
+        assert_eq!(tried, [1, 5, 13], "{pattern:?}");
+        // The skips stop at one try in 64 rings.
+        let tries = (0..1000).filter(|_| ring(false)).count();
+        assert!((15..=17).contains(&tries), "{tries} tries in 1000 rings");
+        // One that finds its answer resets it: every ring is extended again.
+        while !ring(true) {}
+        assert!((0..10).all(|_| ring(true)));
+        // The cap never exceeds the longest spin a configuration accepts.
+        assert_eq!(answer_cap(Duration::from_secs(1)), MAX_SPIN);
+        assert_eq!(answer_cap(us(20)), us(100));
     }
 }

@@ -91,9 +91,9 @@ impl Inner {
 
     /// Records that a receive which spun past the spin time, or parked, got a frame: the
     /// answer to this end's latest ring, if one awaits it. A frame found within the spin time
-    /// is not timed (the busy path stays as it is): the ring it answered stays recorded until
-    /// the next ring replaces it or a later answer is discarded as too late for it (see
-    /// [`super::spin::AnswerWait::answered`]).
+    /// is not timed (the busy path does no extra work): the ring it answered stays recorded
+    /// until the next ring replaces it or it is older than the cap (see
+    /// [`super::spin::AnswerWait::remaining`]).
     fn answered(&self) {
         if self.link.answers.pending() {
             self.link
@@ -210,27 +210,29 @@ impl Inner {
     /// ([`Inner::spin_longer_after_large_frames`]) or while the answer to this end's latest
     /// ring of the peer's doorbell is due ([`super::spin::AnswerWait`]).
     pub(crate) async fn recv_wait(&self) -> Result<Frame> {
-        let early = match self.spin_longer_after_large_frames()? {
-            Some(f) => Some(f),
-            None => self.spin_for(
-                self.link
-                    .answers
-                    .remaining(Instant::now(), self.answer_cap()),
-                || self.take_or_end(),
-            )?,
-        };
-        let f = match early {
-            Some(f) => f,
-            None => {
-                self.wait_for(
-                    &self.link.counters.recv_waits,
-                    "receive ring",
-                    || self.take_or_end(),
-                    || self.rx.lock().prepare_park(),
-                )
-                .await?
+        if let Some(f) = self.spin_longer_after_large_frames()? {
+            self.answered();
+            return Ok(f);
+        }
+        let (answers, cap) = (&self.link.answers, self.answer_cap());
+        let more = answers.remaining(Instant::now(), cap);
+        if !more.is_zero() {
+            match self.spin_for(more, || self.take_or_end())? {
+                Some(f) => {
+                    answers.hit(Instant::now(), cap);
+                    return Ok(f);
+                }
+                None => answers.missed(),
             }
-        };
+        }
+        let f = self
+            .wait_for(
+                &self.link.counters.recv_waits,
+                "receive ring",
+                || self.take_or_end(),
+                || self.rx.lock().prepare_park(),
+            )
+            .await?;
         self.answered();
         Ok(f)
     }
