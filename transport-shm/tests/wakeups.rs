@@ -518,7 +518,7 @@ const ANSWER_SPIN: Duration = Duration::from_millis(4);
 const ANSWER_DELAY: Duration = Duration::from_millis(12);
 
 /// After ringing a parked peer, a receive keeps spinning past the spin time for as long as the
-/// answer to the previous ring took (at most five times the spin time), instead of parking and
+/// answer to the previous ring took (at most five times the spin time), rather than parking and
 /// costing the answer a second wake-up. The peer answers each request `ANSWER_DELAY` after it
 /// arrives, longer than the spin time: the first round, with no answer timed yet, parks; the
 /// rounds after it find their answer while still spinning. Rounds where the request found the

@@ -19,8 +19,8 @@ pub struct HubConfig {
     pub geometry: Geometry,
     /// How long [`HubHost::recv_any`](crate::HubHost::recv_any) sweeps all peers before parking
     /// (at most [`ShmConfig::MAX_SPIN`]); after a host session rang its peer's doorbell, up to
-    /// five times this while the answer is due, as a session's `recv` (see
-    /// [`ShmConfig::spin`]).
+    /// five times this (and at most [`ShmConfig::MAX_SPIN`]) while the answer is due, as a
+    /// session's `recv` (see [`ShmConfig::spin`]).
     pub spin: Duration,
     /// How long a peer connecting while every region is busy waits for one before it is
     /// refused with [`Refusal::Full`](transport_api::Refusal::Full) (option `wait_ms`,

@@ -88,11 +88,19 @@ impl HubHost {
                 Ready::Frame(id, f) => {
                     sh.spin_history.succeeded(&spin);
                     if extended {
-                        sh.answers.hit(Instant::now(), answer_cap(sh.config.spin));
+                        sh.answers
+                            .hit(Instant::now(), answer_cap(sh.config.spin), None);
                     }
                     return Ok((id, f));
                 }
-                Ready::SessionEnded => break,
+                Ready::SessionEnded => {
+                    // The rest of the spin is paced below; its answer would be timed there
+                    // with this end's own wake-up in it.
+                    if extended {
+                        sh.answers.missed();
+                    }
+                    break;
+                }
                 Ready::Empty(_) if sh.config.spin.is_zero() => break,
                 // The clock is read (and the thread yielded) every few dozen `try_recv`s, not
                 // every pass: a pass tries every peer, so with many peers this is every pass.
@@ -182,13 +190,14 @@ impl HubHost {
 }
 
 impl Shared {
-    /// Records that `recv_any` got a frame after it parked (or after a session ended during
-    /// its spin): the answer to the host sessions' latest ring, if one awaits it (see
-    /// `AnswerWait`).
+    /// Records that `recv_any` got a frame past its lock-free spin (on a pass after a session
+    /// ended, or after parking): the answer to the host sessions' latest ring, if one awaits
+    /// it (see `AnswerWait`; the frames of many sessions are not counted, so any frame may
+    /// be timed as the answer).
     fn answered(&self) {
         if self.answers.pending() {
             self.answers
-                .answered(Instant::now(), answer_cap(self.config.spin));
+                .answered(Instant::now(), answer_cap(self.config.spin), None);
         }
     }
 

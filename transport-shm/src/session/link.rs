@@ -37,10 +37,15 @@ impl Link {
     pub(crate) fn ring_peer(&self) {
         self.counters.wake_syscalls.fetch_add(1, Ordering::Relaxed);
         let _ = sys::eventfd_signal(self.peer_bell.as_fd());
-        let now = Instant::now();
-        self.answers.rang(now);
+        let (now, frames) = (Instant::now(), self.frames_received());
+        self.answers.rang(now, frames);
         if let Some(shared) = &self.shared_answers {
-            shared.rang(now);
+            shared.rang(now, frames);
         }
+    }
+
+    /// Frames this end has received so far.
+    pub(crate) fn frames_received(&self) -> u64 {
+        self.counters.frames_received.load(Ordering::Relaxed)
     }
 }

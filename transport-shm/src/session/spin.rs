@@ -139,18 +139,20 @@ impl SpinHistory {
 /// period. So each ring of the peer's doorbell is timed ([`AnswerWait::rang`]), the time until
 /// the next frame a waiting receive got is remembered ([`AnswerWait::answered`]), and a receive
 /// that found nothing within the spin time keeps spinning until 5/4 of that time after the
-/// latest ring, never past the cap ([`AnswerWait::remaining`]). Where wake-ups are quick the
-/// answer lands within the spin time and the record is never read.
+/// latest ring, never past the cap ([`AnswerWait::remaining`]). The time covers the peer's
+/// wake-up and its work on the request alike: after a ring, the spin for its answer is
+/// effectively up to five times the configured one whenever answers come that late.
 ///
 /// An extension that runs out without the answer ([`AnswerWait::missed`]) is not repeated for
 /// the next ring, then for the next 3, 7, … 63 rings while they keep missing (one that finds its
 /// answer resets this): where the answer can only come once this thread stops spinning (both
-/// ends on one current-thread runtime) or comes later than the cap, the spin is wasted at most
-/// once in 64 rings instead of on every one. A ring older than the cap is forgotten, so a frame
-/// arriving long after it is not timed as its answer.
+/// ends on one current-thread runtime) or comes later than the cap, at most one ring in 64 is
+/// spun for in vain. Only the first frame received after a ring is timed as its answer, and
+/// only if it comes within twice the cap; a ring older than the cap is forgotten.
 ///
-/// Pure timing policy, shared by the tasks of one end with relaxed atomics: a lost or mixed-up
-/// update only makes one spin shorter or longer, never longer than the cap.
+/// Pure timing policy with relaxed atomics, shared by the tasks of one end (or, for a hub, by
+/// every host session and `recv_any`): a lost or mixed-up update only makes one spin shorter or
+/// longer, never longer than the cap.
 #[derive(Debug)]
 pub(crate) struct AnswerWait {
     epoch: Instant,
@@ -159,6 +161,9 @@ pub(crate) struct AnswerWait {
     rang_at: AtomicU64,
     /// How long the last answer after a ring took, in nanoseconds (0: none known).
     took: AtomicU64,
+    /// The receive count of the end that rang, at the latest ring: a frame is that ring's
+    /// answer only if it is the first received after it.
+    frames_at_ring: AtomicU64,
     /// Extensions in a row that ran out without the answer (at most [`MAX_MISSES`]).
     misses: AtomicU32,
     /// Rings still to pass without an extension after a miss.
@@ -180,6 +185,7 @@ impl Default for AnswerWait {
             epoch: Instant::now(),
             rang_at: AtomicU64::new(0),
             took: AtomicU64::new(0),
+            frames_at_ring: AtomicU64::new(0),
             misses: AtomicU32::new(0),
             skip: AtomicU32::new(0),
             extend: AtomicBool::new(false),
@@ -205,8 +211,10 @@ impl AnswerWait {
         nanos(now.saturating_duration_since(self.epoch)).saturating_add(1)
     }
 
-    /// Records that this end rang its peer's doorbell at `now`.
-    pub(crate) fn rang(&self, now: Instant) {
+    /// Records that this end rang its peer's doorbell at `now`, having received `frames`
+    /// frames so far.
+    pub(crate) fn rang(&self, now: Instant, frames: u64) {
+        self.frames_at_ring.store(frames, Ordering::Relaxed);
         let skip = self.skip.load(Ordering::Relaxed);
         if skip > 0 {
             self.skip.store(skip - 1, Ordering::Relaxed);
@@ -246,13 +254,16 @@ impl AnswerWait {
         Duration::from_nanos(budget.saturating_sub(elapsed))
     }
 
-    /// Records that a receive got a frame at `now` after waiting: when a ring awaits its
-    /// answer, the time since that ring is the answer's time, and an extension that was running
-    /// found it. An answer later than twice `cap` after its ring is not timed, and the time
-    /// known is dropped (answers have slowed down past the cap: it is learnt again).
-    pub(crate) fn answered(&self, now: Instant, cap: Duration) {
+    /// Records that a receive got a frame at `now` after waiting, its end having received
+    /// `frames` frames with it (`None`: not known, for a record shared by many sessions): when
+    /// a ring awaits its answer and this is the first frame since, the time since that ring is
+    /// the answer's time. An answer later than twice `cap` after its ring is not timed, and the
+    /// time known is dropped (answers have slowed down past the cap: it is learnt again).
+    pub(crate) fn answered(&self, now: Instant, cap: Duration, frames: Option<u64>) {
         let rang = self.rang_at.swap(0, Ordering::Relaxed);
-        if rang == 0 {
+        let first =
+            frames.is_none_or(|n| n.wrapping_sub(self.frames_at_ring.load(Ordering::Relaxed)) == 1);
+        if rang == 0 || !first {
             return;
         }
         let took = self.stamp(now).saturating_sub(rang);
@@ -263,9 +274,9 @@ impl AnswerWait {
     }
 
     /// Records that an extension found the answer it spun for (see [`AnswerWait::answered`]).
-    pub(crate) fn hit(&self, now: Instant, cap: Duration) {
+    pub(crate) fn hit(&self, now: Instant, cap: Duration, frames: Option<u64>) {
         self.misses.store(0, Ordering::Relaxed);
-        self.answered(now, cap);
+        self.answered(now, cap, frames);
     }
 
     /// Records that an extension ran out without the answer: that answer is not timed (it
@@ -351,11 +362,11 @@ mod tests {
         let t0 = w.epoch + us(1000);
         // Nothing rang, or no answer timed yet: no extra spin.
         assert_eq!(w.remaining(t0, cap), Duration::ZERO);
-        w.rang(t0);
+        w.rang(t0, 0);
         assert!(w.pending());
         assert_eq!(w.remaining(t0 + us(20), cap), Duration::ZERO);
         // The first answer came 70 µs after the ring (the receive had parked).
-        w.answered(t0 + us(70), cap);
+        w.answered(t0 + us(70), cap, Some(1));
         assert!(!w.pending());
         assert_eq!(
             w.remaining(t0 + us(80), cap),
@@ -364,13 +375,13 @@ mod tests {
         );
         // The next ring: spin until 5/4 of 70 µs (87.5 µs) after it; the cap bounds it.
         let t1 = t0 + us(5000);
-        w.rang(t1);
+        w.rang(t1, 0);
         assert_eq!(w.remaining(t1 + us(20), cap), Duration::from_nanos(67_500));
         assert_eq!(w.remaining(t1 + us(20), us(60)), us(40));
         // Found at 35 µs: the next budget is 43.75 µs.
-        w.hit(t1 + us(35), cap);
+        w.hit(t1 + us(35), cap, Some(1));
         let t2 = t1 + us(5000);
-        w.rang(t2);
+        w.rang(t2, 0);
         assert_eq!(w.remaining(t2 + us(20), cap), Duration::from_nanos(23_750));
         assert_eq!(
             w.remaining(t2 + us(50), cap),
@@ -380,22 +391,36 @@ mod tests {
         // A ring older than the cap is forgotten: a frame after it is not its answer.
         assert_eq!(w.remaining(t2 + us(101), cap), Duration::ZERO);
         assert!(!w.pending());
-        w.answered(t2 + us(150), cap);
-        w.rang(t2 + us(10_000));
+        w.answered(t2 + us(150), cap, Some(1));
+        w.rang(t2 + us(10_000), 0);
         assert_eq!(
             w.remaining(t2 + us(10_020), cap),
             Duration::from_nanos(23_750),
             "the time known is kept"
         );
         // An answer later than twice the cap drops the time known: it is learnt again.
-        w.answered(t2 + us(10_250), cap);
-        w.rang(t2 + us(20_000));
+        w.answered(t2 + us(10_250), cap, Some(1));
+        w.rang(t2 + us(20_000), 0);
         assert_eq!(w.remaining(t2 + us(20_020), cap), Duration::ZERO);
+        // Only the first frame received after a ring is its answer: a second one (the first
+        // was taken without waiting) is not timed, and the time known stays.
+        w.answered(t2 + us(20_030), cap, Some(1));
+        w.rang(t2 + us(25_000), 7);
+        w.answered(t2 + us(25_090), cap, Some(9));
+        w.rang(t2 + us(26_000), 9);
+        assert_eq!(
+            w.remaining(t2 + us(26_020), cap),
+            Duration::from_nanos(17_500)
+        );
+        w.answered(t2 + us(26_090), cap, Some(10));
+        w.rang(t2 + us(27_000), 10);
+        let capped = "5/4 of 90 µs, capped at 100 µs after the ring";
+        assert_eq!(w.remaining(t2 + us(27_020), cap), us(80), "{capped}");
         // A zero cap (spinning off) never extends, and a time before the epoch is no panic.
-        w.answered(t2 + us(20_030), cap);
-        w.rang(t2 + us(30_000));
+        w.answered(t2 + us(20_030), cap, Some(1));
+        w.rang(t2 + us(30_000), 0);
         assert_eq!(w.remaining(t2 + us(30_001), Duration::ZERO), Duration::ZERO);
-        w.answered(w.epoch - us(1), cap);
+        w.answered(w.epoch - us(1), cap, Some(1));
         assert_eq!(w.remaining(w.epoch - us(1), cap), Duration::ZERO);
     }
 
@@ -406,18 +431,23 @@ mod tests {
         let w = AnswerWait::default();
         let mut t = w.epoch + us(1000);
         // An answer time of 40 µs known.
-        w.rang(t);
-        w.answered(t + us(40), cap);
+        w.rang(t, 0);
+        w.answered(t + us(40), cap, Some(1));
         // Whether the ring at `t` (answered 40 µs later) is extended, and whether the
         // extension, if any, finds the answer (`finds`).
         let mut ring = |finds: bool| {
             t += us(5000);
-            w.rang(t);
+            w.rang(t, 0);
             let extended = !w.remaining(t + us(20), cap).is_zero();
             match (extended, finds) {
-                (true, true) => w.hit(t + us(40), cap),
-                (true, false) => w.missed(),
-                (false, _) => w.answered(t + us(40), cap),
+                (true, true) => w.hit(t + us(40), cap, Some(1)),
+                // The answer still comes, after this end parked (its time swollen by this
+                // end's own wake-up): not timed.
+                (true, false) => {
+                    w.missed();
+                    w.answered(t + us(140), cap, Some(1));
+                }
+                (false, _) => w.answered(t + us(40), cap, Some(1)),
             }
             extended
         };
@@ -429,9 +459,13 @@ mod tests {
         // The skips stop at one try in 64 rings.
         let tries = (0..1000).filter(|_| ring(false)).count();
         assert!((15..=17).contains(&tries), "{tries} tries in 1000 rings");
-        // One that finds its answer resets it: every ring is extended again.
+        // One that finds its answer resets it: every ring is extended again, for as long as
+        // the 40 µs answers take (no miss swelled the time known).
         while !ring(true) {}
         assert!((0..10).all(|_| ring(true)));
+        t += us(5000);
+        w.rang(t, 0);
+        assert_eq!(w.remaining(t + us(20), cap), us(30));
         // The cap never exceeds the longest spin a configuration accepts.
         assert_eq!(answer_cap(Duration::from_secs(1)), MAX_SPIN);
         assert_eq!(answer_cap(us(20)), us(100));

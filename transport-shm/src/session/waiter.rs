@@ -90,15 +90,16 @@ impl Inner {
     }
 
     /// Records that a receive which spun past the spin time, or parked, got a frame: the
-    /// answer to this end's latest ring, if one awaits it. A frame found within the spin time
-    /// is not timed (the busy path does no extra work): the ring it answered stays recorded
-    /// until the next ring replaces it or it is older than the cap (see
-    /// [`super::spin::AnswerWait::remaining`]).
+    /// answer to this end's latest ring, if one awaits it and this is the first frame since. A
+    /// frame found within the spin time is not timed (the busy path does no extra work): the
+    /// ring it answered stays recorded until the next ring replaces it or it is older than the
+    /// cap, and a later frame is not the first since it (see [`super::spin::AnswerWait`]).
     fn answered(&self) {
         if self.link.answers.pending() {
+            let frames = Some(self.link.frames_received());
             self.link
                 .answers
-                .answered(Instant::now(), self.answer_cap());
+                .answered(Instant::now(), self.answer_cap(), frames);
         }
     }
 
@@ -219,7 +220,7 @@ impl Inner {
         if !more.is_zero() {
             match self.spin_for(more, || self.take_or_end())? {
                 Some(f) => {
-                    answers.hit(Instant::now(), cap);
+                    answers.hit(Instant::now(), cap, Some(self.link.frames_received()));
                     return Ok(f);
                 }
                 None => answers.missed(),
