@@ -27,7 +27,7 @@ options:
   -h, --help           print this help
 
 rows: spin (shared-memory spin lower bound), eventfd (kernel wake), eventfd-spin (the parent
-      spins for the answer: one wake per round trip, the floor of an idle-gap round trip),
+      spins for the answer: one wake per round trip, the reference for an idle-gap round trip),
       eventfd-rt, eventfd-rt-mt
       (the eventfd ping-pong through tokio's AsyncFd, current-thread / multi-thread runtimes),
       unix (tokio UnixStream),

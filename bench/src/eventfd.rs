@@ -10,9 +10,10 @@
 //!
 //! Baseline `eventfd-spin`: the parent spins on a non-blocking eventfd for the answer (on one
 //! CPU yielding the thread between tries, so that the peer runs) while the peer blocks reading
-//! its own, so a round trip takes one kernel wake (the peer's) and no
-//! runtime. Its idle-gap round trip is the floor for any transport that must wake a parked
-//! peer once: what the kernel and the machine charge for that wake alone.
+//! its own, so a round trip takes one kernel wake (the peer's) and no runtime. Its idle-gap
+//! round trip is the reference for any transport that must wake a parked peer once: what the
+//! kernel and the machine charge for that wake alone (a reference rather than a strict floor:
+//! the parent's tries are system calls).
 
 use super::cli::ChildArgs;
 use super::cross::{self, Flavor, runtime_of};

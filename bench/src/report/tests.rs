@@ -286,11 +286,11 @@ fn stability_and_one_cpu_clauses() {
 }
 
 #[test]
-fn floor_lines_are_printed_as_references_not_judged() {
+fn reference_lines_are_printed_not_judged() {
     let rtt = |b: &str, p50: u64| Record::rtt(b, 8, &mut [p50], "split");
     let gap = |b: &str, p50: u64| rtt(b, p50).with_mode(Mode::RttGap1ms);
-    // The floor at 0.9x the back-to-back round trip (over the bound of 0.6) and shm's gap at
-    // 1.25x the floor (over 1.0): both printed with their ratio, neither judged.
+    // The reference at 0.9x the back-to-back round trip (over the bound of 0.6) and shm's gap
+    // at 1.25x the reference (over 1.0): both printed with their ratio, neither judged.
     let round = vec![
         gap("eventfd-spin", 36_000),
         rtt("eventfd", 40_000),
@@ -303,15 +303,15 @@ fn floor_lines_are_printed_as_references_not_judged() {
             .unwrap_or_else(|| panic!("no line for {label} in {t}"))
             .to_string()
     };
-    let floor = line("gap 1 ms floor (one wake): eventfd-spin / eventfd back-to-back");
+    let reference = line("gap 1 ms reference (one wake): eventfd-spin / eventfd back-to-back");
     assert!(
-        floor.contains("median  0.90")
-            && floor.contains("  ref ")
-            && !floor.contains("missed")
-            && floor.contains("spread 0.0%"),
-        "{floor}"
+        reference.contains("median  0.90")
+            && reference.contains("  ref ")
+            && !reference.contains("missed")
+            && reference.contains("spread 0.0%"),
+        "{reference}"
     );
-    let over = line("gap 1 ms: shm / eventfd-spin (one-wake floor)");
+    let over = line("gap 1 ms: shm / eventfd-spin (one-wake reference)");
     assert!(
         over.contains("median  1.25") && over.contains("  ref ") && !over.contains("missed"),
         "{over}"
