@@ -54,11 +54,17 @@ pub(crate) fn inline_max(capacity: u32) -> usize {
 }
 
 impl Inner {
+    /// Wakes every local waiter (of a frame, of room, of a slot) to re-check the session after
+    /// its status changed.
+    pub(crate) fn wake_all_waiters(&self) {
+        self.local.notify_waiters();
+        self.tx.slot_freed.notify_waiters();
+    }
+
     /// Records that the peer broke the protocol (`detail`) and wakes every local waiter.
     pub(crate) fn fail(&self, detail: String) {
         self.span.in_scope(|| self.status.fail(detail));
-        self.local.notify_waiters();
-        self.tx.slot_freed.notify_waiters();
+        self.wake_all_waiters();
     }
 
     /// This process can no longer wait on the session (`e`, from the doorbell): see
@@ -66,8 +72,7 @@ impl Inner {
     /// told, so that each finds out on its own.
     pub(crate) fn fail_io(&self, e: &std::io::Error) -> TransportError {
         let err = self.span.in_scope(|| self.status.fail_wait(e));
-        self.local.notify_waiters();
-        self.tx.slot_freed.notify_waiters();
+        self.wake_all_waiters();
         err
     }
 

@@ -96,8 +96,7 @@ impl Inner {
             tracing::warn!(backend = "shm", "peer died");
         }
         self.status.set(PEER_GONE);
-        self.local.notify_waiters();
-        self.tx.slot_freed.notify_waiters();
+        self.wake_all_waiters();
     }
 }
 

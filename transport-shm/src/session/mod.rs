@@ -395,8 +395,7 @@ impl Transport for ShmTransport {
         if wake {
             inner.link.ring_peer();
         }
-        inner.local.notify_waiters();
-        inner.tx.slot_freed.notify_waiters();
+        inner.wake_all_waiters();
         inner.span.in_scope(|| tracing::info!("session closed"));
     }
 

@@ -27,6 +27,11 @@ pub(crate) struct Status {
     wait_failure: Mutex<Option<(std::io::ErrorKind, String)>>,
 }
 
+/// The `Io` error of a failed wait, from its recorded kind and detail.
+fn wait_error(kind: std::io::ErrorKind, detail: &str) -> TransportError {
+    TransportError::Io(std::io::Error::new(kind, detail.to_string()))
+}
+
 /// Takes the detail's lock. A poisoned lock carries no broken invariant: the value is a whole
 /// `Option<String>` at every point a panic could leave from.
 fn lock_std<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,7 +85,7 @@ impl Status {
             self.set(WAIT_FAILED);
             (e.kind(), detail)
         });
-        TransportError::Io(std::io::Error::new(*kind, detail.clone()))
+        wait_error(*kind, detail)
     }
 
     /// The `Corrupt` error with the recorded detail, once the session failed (the callers
@@ -128,10 +133,7 @@ impl Status {
             }
             let w = lock_std(&self.wait_failure);
             let (kind, detail) = w.as_ref()?;
-            Some(TransportError::Io(std::io::Error::new(
-                *kind,
-                detail.clone(),
-            )))
+            Some(wait_error(*kind, detail))
         })
     }
 
